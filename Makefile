@@ -1,0 +1,56 @@
+# The one command surface for people, the README and CI (.ci/run calls `make test`).
+#
+#   make run              the gateway in standalone mode on config/samples, on 127.0.0.1:8080
+#   make test             every test: fmt check, clippy, cargo test, the OpenAI SDK suite
+#   make fmt / lint       format the code / clippy with warnings as errors
+#   make generate         write the CRD YAML under crds/ from the Rust types
+#   make check-generated  fail when the committed CRD YAML differs from the types
+#   make bench            uprox vs nginx vs direct upstream (bench/run.sh; BENCH_DURATION=10s)
+#   make sdk              only the OpenAI SDK suite (tests/sdk/run.sh)
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:8080
+
+.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench sdk
+
+help:
+	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
+
+run:
+	$(CARGO) run --release -p uprox-gateway --bin uprox-gateway -- \
+		--config config/samples --state .state --listen $(LISTEN)
+
+# Sequential on purpose: the cheapest checks fail first.
+test:
+	$(MAKE) --no-print-directory fmt-check
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory cargo-test
+	$(MAKE) --no-print-directory sdk
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+cargo-test:
+	$(CARGO) test --workspace
+
+generate:
+	$(CARGO) run -p uprox-crds --bin crdgen
+
+check-generated: generate
+	git diff --exit-code -- crds/
+
+bench:
+	bash bench/run.sh
+
+sdk:
+	bash tests/sdk/run.sh

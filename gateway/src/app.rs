@@ -1,0 +1,87 @@
+//! The gateway's shared state: the current [`Snapshot`] behind an atomic swap, the upstream HTTP
+//! client and the settings. Config sources call [`Gateway::install`]; the router reads one
+//! `Arc<Snapshot>` per request. Nothing here takes a lock on the request path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use crate::request_id::RequestIds;
+use crate::snapshot::Snapshot;
+
+/// Tunables fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long to wait for an upstream connection.
+    pub connect_timeout: Duration,
+    /// How long an upstream may stay silent mid-response.
+    pub read_timeout: Duration,
+    /// How long a provider listing may take before it is skipped.
+    pub list_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(300),
+            list_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the upstream HTTP client: {0}")]
+pub struct StartError(#[from] reqwest::Error);
+
+/// The state every request shares.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: ArcSwapOption<Snapshot>,
+    /// The upstream client (connection pool, rustls).
+    pub client: reqwest::Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Request id source.
+    pub request_ids: RequestIds,
+}
+
+impl Gateway {
+    /// A gateway with no config yet: it answers 503 until the first [`Gateway::install`].
+    pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
+        // Idempotent: a second install (tests build several gateways) is refused and harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Arc::new(Self {
+            snapshot: ArcSwapOption::empty(),
+            client,
+            settings,
+            request_ids: RequestIds::new(),
+        }))
+    }
+
+    /// Swaps in a new snapshot. In-flight requests keep the one they started with.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.snapshot.store(Some(Arc::new(snapshot)));
+    }
+
+    /// The current snapshot, if one was installed.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.load_full()
+    }
+
+    /// Whether a config has been loaded.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot.load().is_some()
+    }
+}

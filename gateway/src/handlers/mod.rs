@@ -1,0 +1,6 @@
+//! Endpoint handlers. Each takes the request [`Context`](crate::router::Context) built by the
+//! router (snapshot, authenticated caller, request id) and returns a response or an error.
+
+pub mod chat;
+pub mod health;
+pub mod models;

@@ -1,0 +1,19 @@
+//! The uprox gateway: one OpenAI-compatible endpoint in front of every provider. It authenticates
+//! machine tokens, applies Policies, routes by model and relays upstream answers, all from one
+//! immutable snapshot of the compiled config that config sources swap in atomically.
+//!
+//! Config sources: [`standalone`] (a folder of manifests, compiled in-process). The cluster
+//! source (the operator's ConfigMap and Secret) comes with the operator.
+
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod handlers;
+pub mod policy;
+pub mod providers;
+pub mod request_id;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod standalone;

@@ -1,0 +1,5 @@
+//! Provider wire formats. Each submodule speaks one upstream protocol; the handlers pick one by
+//! the resolved provider's type.
+
+pub mod mock;
+pub mod openai;

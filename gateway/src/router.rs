@@ -1,0 +1,132 @@
+//! Routing and the middleware order, written down in one place. For every request, in order:
+//!
+//! 1. **Request id** — echo a well-formed `x-request-id` or mint one; every response carries it.
+//! 2. **Route** — match method and path; unknown paths get a JSON 404, wrong methods a 405.
+//! 3. **Unauthenticated allow-list** — only `/healthz` and `/readyz` skip the steps below.
+//! 4. **Snapshot** — take one `Arc<Snapshot>` for the whole request (503 before the first load).
+//! 5. **Authentication** — token digest lookup, expiry, fail-closed denials.
+//! 6. **Scope** — the endpoint's scope against the token and its Policies.
+//! 7. **Handler** — body, model routing, allowlists, upstream, relay.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use uprox_crds::common::Scope;
+
+use crate::app::Gateway;
+use crate::auth::{self, Caller};
+use crate::body::Body;
+use crate::error::GatewayError;
+use crate::handlers;
+use crate::policy;
+use crate::request_id;
+use crate::snapshot::Snapshot;
+
+/// An endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Healthz,
+    Readyz,
+    ChatCompletions,
+    Models,
+}
+
+impl Endpoint {
+    fn find(path: &str) -> Option<(Endpoint, Method, &'static str)> {
+        match path {
+            "/healthz" => Some((Endpoint::Healthz, Method::GET, "GET")),
+            "/readyz" => Some((Endpoint::Readyz, Method::GET, "GET")),
+            "/v1/chat/completions" => Some((Endpoint::ChatCompletions, Method::POST, "POST")),
+            "/v1/models" => Some((Endpoint::Models, Method::GET, "GET")),
+            _ => None,
+        }
+    }
+
+    fn scope(self) -> Option<Scope> {
+        match self {
+            Endpoint::Healthz | Endpoint::Readyz => None,
+            Endpoint::ChatCompletions => Some(Scope::Chat),
+            Endpoint::Models => Some(Scope::Models),
+        }
+    }
+}
+
+/// What a handler gets besides the request.
+pub struct Context<'a> {
+    /// Shared state.
+    pub gateway: &'a Gateway,
+    /// The snapshot of this request.
+    pub snapshot: &'a Snapshot,
+    /// Who is calling.
+    pub caller: Caller<'a>,
+    /// This request's id.
+    pub request_id: &'a http::HeaderValue,
+}
+
+/// Answers one request. Never fails: errors become OpenAI-shaped responses.
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+    let request_id = gateway.request_ids.for_request(request.headers());
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let mut response = match dispatch(&gateway, request, &request_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, label = e.metric_label(), "request refused");
+            e.into_response()
+        }
+    };
+    tracing::debug!(%method, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, request_id = ?request_id, "request");
+    response.headers_mut().insert(request_id::HEADER.clone(), request_id);
+    response
+}
+
+async fn dispatch(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    request_id: &http::HeaderValue,
+) -> Result<Response<Body>, GatewayError> {
+    let path = request.uri().path();
+    let Some((endpoint, method, allow)) = Endpoint::find(path) else {
+        return Err(GatewayError::NotFound {
+            method: request.method().to_string(),
+            path: path.to_owned(),
+        });
+    };
+    if request.method() != method {
+        return Err(GatewayError::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: path.to_owned(),
+            allow,
+        });
+    }
+    match endpoint {
+        Endpoint::Healthz => return Ok(handlers::health::healthz()),
+        Endpoint::Readyz => return Ok(handlers::health::readyz(gateway)),
+        Endpoint::ChatCompletions | Endpoint::Models => {}
+    }
+    let snapshot = gateway.snapshot().ok_or(GatewayError::NotReady)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let caller = auth::authenticate(&snapshot, request.headers(), now)?;
+    if let Some(scope) = endpoint.scope() {
+        policy::check_scope(&snapshot, &caller, scope)?;
+    }
+    let ctx = Context {
+        gateway,
+        snapshot: &snapshot,
+        caller,
+        request_id,
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request).await,
+        Endpoint::Models => Ok(handlers::models::list(&ctx).await),
+        Endpoint::Healthz | Endpoint::Readyz => Err(GatewayError::NotFound {
+            method: method.to_string(),
+            path: path.to_owned(),
+        }),
+    }
+}

@@ -1,0 +1,270 @@
+//! Test harness: a scripted upstream on 127.0.0.1:0, a manifest folder written from YAML, and a
+//! gateway served in-process on 127.0.0.1:0 from that folder through standalone mode.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::sync::oneshot;
+use uprox_gateway::app::{Gateway, Settings};
+use uprox_gateway::body::Body;
+use uprox_gateway::{server, standalone};
+
+/// A well-formed token the test configs pre-supply.
+pub const TOKEN: &str = "uprox_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+/// A second one, for a second token.
+pub const TOKEN2: &str = "uprox_live_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+/// The provider key the upstream must receive.
+pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
+
+/// What the upstream saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Bytes,
+}
+
+type Handler = Arc<dyn Fn(Seen) -> futures_util::future::BoxFuture<'static, Response<Body>> + Send + Sync>;
+
+/// A scripted upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start(handler: Handler) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |r: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let log = log.clone();
+                        async move {
+                            let path = r.uri().path().to_owned();
+                            let authorization =
+                                r.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
+                            let body = r.into_body().collect().await.unwrap().to_bytes();
+                            let s = Seen {
+                                path,
+                                authorization,
+                                body,
+                            };
+                            log.lock().unwrap().push(s.clone());
+                            Ok::<_, Infallible>(handler(s).await)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    /// An upstream that answers like OpenAI through the mock provider.
+    pub async fn openai_like() -> Self {
+        Self::start(Arc::new(|s: Seen| {
+            Box::pin(async move { uprox_gateway::providers::mock::respond(&s.body, None).unwrap() })
+        }))
+        .await
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+/// Manifests for one team: an openai-compatible provider at `base_url`, a mock provider, a
+/// policy, a service and a token with [`TOKEN`].
+pub fn manifests(base_url: &str) -> String {
+    format!(
+        r#"
+apiVersion: uprox.dev/v1alpha1
+kind: Provider
+metadata: {{name: upstream, namespace: team}}
+spec:
+  type: openai-compatible
+  baseUrl: "{base_url}"
+  models: ["gpt-*", "slow-*"]
+  timeoutSeconds: 1
+  keys: [{{label: main, secretRef: {{name: upstream-key, key: apiKey}}}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: upstream-key, namespace: team}}
+stringData: {{apiKey: "{PROVIDER_KEY}"}}
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Provider
+metadata: {{name: mock, namespace: team}}
+spec: {{type: mock}}
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Policy
+metadata: {{name: p, namespace: team}}
+spec: {{models: ["gpt-*", "slow-*", "mock-*"]}}
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Service
+metadata: {{name: app, namespace: team}}
+spec: {{policies: [p]}}
+---
+apiVersion: uprox.dev/v1alpha1
+kind: MachineToken
+metadata: {{name: app, namespace: team}}
+spec: {{service: app, secretName: app-token}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-token
+  namespace: team
+  labels: {{uprox.dev/machine-token: app}}
+  annotations: {{uprox.dev/rotation: "0"}}
+stringData: {{token: "{TOKEN}"}}
+"#
+    )
+}
+
+/// A gateway serving a manifest folder.
+pub struct Harness {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    pub async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, Settings::default()).await
+    }
+
+    pub async fn start_with(yaml: &str, settings: Settings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::write(dir.path().join("config/all.yaml"), yaml).unwrap();
+        let gateway = Gateway::new(settings).unwrap();
+        let options = Self::options_for(&dir);
+        standalone::load_and_install(&gateway, &options).expect("test config must load");
+        let watcher = tokio::spawn(standalone::watch(gateway.clone(), options));
+        let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(server::serve(
+            listener,
+            gateway.clone(),
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(1),
+        ));
+        Self {
+            addr,
+            gateway,
+            dir,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            watcher: Some(watcher),
+        }
+    }
+
+    fn options_for(dir: &tempfile::TempDir) -> standalone::Options {
+        standalone::Options {
+            config_dir: dir.path().join("config"),
+            state_dir: dir.path().join("state"),
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config/all.yaml")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let mut r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn chat(&self, body: &str) -> reqwest::Response {
+        self.post("/v1/chat/completions", Some(TOKEN), body.to_owned()).await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+    }
+}
+
+/// The `error` object of an OpenAI-shaped error response, after checking its shape.
+pub async fn error_of(response: reqwest::Response) -> serde_json::Value {
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "every response carries x-request-id"
+    );
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let v: serde_json::Value = response.json().await.unwrap();
+    let e = v["error"].clone();
+    assert!(
+        e["message"].is_string() && e["type"].is_string() && e.get("param").is_some() && e.get("code").is_some(),
+        "not OpenAI-shaped: {v}"
+    );
+    e
+}
+
+/// Polls `check` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
