@@ -33,7 +33,7 @@ pub struct GatewayConfig {
     /// Every live (issued, not revoked) token, sorted by digest.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
-    /// Every Policy that some Service or token refers to, sorted by id.
+    /// Every valid Policy, sorted by id.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
     /// Every Budget, sorted by id.

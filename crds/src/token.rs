@@ -33,9 +33,7 @@ pub fn format(random: &[u8; 32]) -> String {
 pub fn is_well_formed(candidate: &str) -> bool {
     candidate.len() == LENGTH
         && candidate.starts_with(PREFIX)
-        && candidate.as_bytes()[PREFIX.len()..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        && candidate.as_bytes()[PREFIX.len()..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
 /// The SHA-256 of the whole token, prefix included.
@@ -88,10 +86,7 @@ mod tests {
     #[test]
     fn digest_is_sha256_hex_of_the_whole_token() {
         // sha256("abc"), a published test vector.
-        assert_eq!(
-            digest_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(digest_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

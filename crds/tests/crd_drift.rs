@@ -19,13 +19,7 @@ const CORE_SHORT_NAMES: &[&str] = &[
 ];
 
 fn crds() -> [CustomResourceDefinition; 5] {
-    [
-        Provider::crd(),
-        Service::crd(),
-        MachineToken::crd(),
-        Policy::crd(),
-        Budget::crd(),
-    ]
+    [Provider::crd(), Service::crd(), MachineToken::crd(), Policy::crd(), Budget::crd()]
 }
 
 #[test]
@@ -48,41 +42,23 @@ fn every_crd_has_the_category_a_short_name_and_a_status_subresource() {
     for crd in crds() {
         let names = &crd.spec.names;
         let kind = &names.kind;
-        assert!(
-            names
-                .categories
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c == "uprox"),
-            "{kind}: category uprox"
-        );
+        assert!(names.categories.as_deref().unwrap_or_default().iter().any(|c| c == "uprox"), "{kind}: category uprox");
         let short = names.short_names.as_deref().unwrap_or_default();
         assert!(!short.is_empty(), "{kind}: needs a short name");
         for name in short {
-            assert!(
-                !CORE_SHORT_NAMES.contains(&name.as_str()),
-                "{kind}: short name {name} clashes with a core kind"
-            );
+            assert!(!CORE_SHORT_NAMES.contains(&name.as_str()), "{kind}: short name {name} clashes with a core kind");
         }
         assert!(!crd.spec.versions.is_empty(), "{kind}: no versions");
         for version in &crd.spec.versions {
             let status = version.subresources.as_ref().and_then(|s| s.status.as_ref());
-            assert!(
-                status.is_some(),
-                "{kind} {}: needs the status subresource",
-                version.name
-            );
+            assert!(status.is_some(), "{kind} {}: needs the status subresource", version.name);
         }
     }
 }
 
 #[test]
 fn short_names_are_unique_across_uprox_kinds() {
-    let mut all: Vec<String> = crds()
-        .into_iter()
-        .flat_map(|c| c.spec.names.short_names.unwrap_or_default())
-        .collect();
+    let mut all: Vec<String> = crds().into_iter().flat_map(|c| c.spec.names.short_names.unwrap_or_default()).collect();
     let count = all.len();
     all.sort();
     all.dedup();

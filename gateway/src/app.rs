@@ -62,12 +62,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Arc::new(Self {
-            snapshot: ArcSwapOption::empty(),
-            client,
-            settings,
-            request_ids: RequestIds::new(),
-        }))
+        Ok(Arc::new(Self { snapshot: ArcSwapOption::empty(), client, settings, request_ids: RequestIds::new() }))
     }
 
     /// Swaps in a new snapshot. In-flight requests keep the one they started with.

@@ -30,13 +30,9 @@ pub fn credential(headers: &HeaderMap) -> Option<&str> {
             return Some(value[7..].trim());
         }
     }
-    ["api-key", "x-api-key"].into_iter().find_map(|name| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    })
+    ["api-key", "x-api-key"]
+        .into_iter()
+        .find_map(|name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()))
 }
 
 /// Authenticates a request against the snapshot at time `now` (Unix seconds).
@@ -45,9 +41,7 @@ pub fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap, now: i64) -
     if !token::is_well_formed(presented) {
         return Err(GatewayError::InvalidCredential);
     }
-    let entry = snapshot
-        .token(&token::digest(presented))
-        .ok_or(GatewayError::InvalidCredential)?;
+    let entry = snapshot.token(&token::digest(presented)).ok_or(GatewayError::InvalidCredential)?;
     if entry.expires_at.is_some_and(|at| now >= at) {
         return Err(GatewayError::InvalidCredential);
     }
@@ -55,11 +49,7 @@ pub fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap, now: i64) -
     if let Some(why) = entry.denied.as_ref().or(service.denied.as_ref()) {
         return Err(GatewayError::Forbidden(why.clone()));
     }
-    Ok(Caller {
-        token: entry,
-        service,
-        service_index: entry.service,
-    })
+    Ok(Caller { token: entry, service, service_index: entry.service })
 }
 
 #[cfg(test)]
@@ -77,19 +67,13 @@ mod tests {
 
     #[test]
     fn bearer_wins_and_is_case_insensitive() {
-        assert_eq!(
-            credential(&headers(&[("authorization", "bearer abc"), ("api-key", "def")])),
-            Some("abc")
-        );
+        assert_eq!(credential(&headers(&[("authorization", "bearer abc"), ("api-key", "def")])), Some("abc"));
         assert_eq!(credential(&headers(&[("authorization", "BEARER   abc ")])), Some("abc"));
     }
 
     #[test]
     fn non_bearer_authorization_falls_through() {
-        assert_eq!(
-            credential(&headers(&[("authorization", "Basic Zm9v"), ("api-key", "def")])),
-            Some("def")
-        );
+        assert_eq!(credential(&headers(&[("authorization", "Basic Zm9v"), ("api-key", "def")])), Some("def"));
         assert_eq!(credential(&headers(&[("x-api-key", "xyz")])), Some("xyz"));
         assert_eq!(credential(&headers(&[("authorization", "Basic Zm9v")])), None);
         assert_eq!(credential(&headers(&[("api-key", "  ")])), None);
@@ -98,10 +82,7 @@ mod tests {
     #[test]
     fn missing_and_malformed_credentials() {
         let snap = Snapshot::default();
-        assert!(matches!(
-            authenticate(&snap, &HeaderMap::new(), 0),
-            Err(GatewayError::MissingCredential)
-        ));
+        assert!(matches!(authenticate(&snap, &HeaderMap::new(), 0), Err(GatewayError::MissingCredential)));
         assert!(matches!(
             authenticate(&snap, &headers(&[("authorization", "Bearer sk-123")]), 0),
             Err(GatewayError::InvalidCredential)

@@ -28,8 +28,6 @@ pub async fn read_limited(body: Incoming, declared_len: Option<u64>, limit: usiz
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::PayloadTooLarge(limit)),
-        Err(e) => Err(GatewayError::InvalidRequest(format!(
-            "Could not read the request body: {e}"
-        ))),
+        Err(e) => Err(GatewayError::InvalidRequest(format!("Could not read the request body: {e}"))),
     }
 }

@@ -98,71 +98,33 @@ struct Shape {
 impl GatewayError {
     fn shape(&self) -> Shape {
         use GatewayError as E;
-        let s = |status, kind, param, code| Shape {
-            status,
-            kind,
-            param,
-            code,
-        };
+        let s = |status, kind, param, code| Shape { status, kind, param, code };
         match self {
-            E::MissingCredential => s(
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                None,
-                Some("missing_api_key"),
-            ),
-            E::InvalidCredential => s(
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                None,
-                Some("invalid_api_key"),
-            ),
+            E::MissingCredential => s(StatusCode::UNAUTHORIZED, "authentication_error", None, Some("missing_api_key")),
+            E::InvalidCredential => s(StatusCode::UNAUTHORIZED, "authentication_error", None, Some("invalid_api_key")),
             E::Forbidden(_) => s(StatusCode::FORBIDDEN, "permission_error", None, Some("forbidden")),
-            E::InvalidRequest(_) => s(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                None,
-                Some("invalid_request"),
-            ),
-            E::MissingField(field) => s(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                Some(field),
-                Some("missing_required_parameter"),
-            ),
-            E::UnknownModel(_) => s(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                Some("model"),
-                Some("model_not_found"),
-            ),
+            E::InvalidRequest(_) => s(StatusCode::BAD_REQUEST, "invalid_request_error", None, Some("invalid_request")),
+            E::MissingField(field) => {
+                s(StatusCode::BAD_REQUEST, "invalid_request_error", Some(field), Some("missing_required_parameter"))
+            }
+            E::UnknownModel(_) => {
+                s(StatusCode::NOT_FOUND, "invalid_request_error", Some("model"), Some("model_not_found"))
+            }
             E::NotFound { .. } => s(StatusCode::NOT_FOUND, "not_found_error", None, Some("unknown_url")),
-            E::MethodNotAllowed { .. } => s(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request_error",
-                None,
-                Some("method_not_allowed"),
-            ),
-            E::PayloadTooLarge(_) => s(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                None,
-                Some("request_too_large"),
-            ),
-            E::Unsupported(_) => s(
-                StatusCode::NOT_IMPLEMENTED,
-                "invalid_request_error",
-                None,
-                Some("unsupported_provider"),
-            ),
+            E::MethodNotAllowed { .. } => {
+                s(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", None, Some("method_not_allowed"))
+            }
+            E::PayloadTooLarge(_) => {
+                s(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, Some("request_too_large"))
+            }
+            E::Unsupported(_) => {
+                s(StatusCode::NOT_IMPLEMENTED, "invalid_request_error", None, Some("unsupported_provider"))
+            }
             E::UpstreamUnavailable(_) => s(StatusCode::BAD_GATEWAY, "api_error", None, Some("upstream_unavailable")),
             E::UpstreamTimeout(_) => s(StatusCode::GATEWAY_TIMEOUT, "api_error", None, Some("upstream_timeout")),
-            E::UpstreamRejectedKey(_) => s(
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                None,
-                Some("upstream_credentials_rejected"),
-            ),
+            E::UpstreamRejectedKey(_) => {
+                s(StatusCode::BAD_GATEWAY, "api_error", None, Some("upstream_credentials_rejected"))
+            }
             E::NotReady => s(StatusCode::SERVICE_UNAVAILABLE, "api_error", None, Some("not_ready")),
         }
     }
@@ -201,12 +163,7 @@ impl GatewayError {
         let shape = self.shape();
         let message = self.to_string();
         let body = ErrorBody {
-            error: ErrorObject {
-                message: &message,
-                kind: shape.kind,
-                param: shape.param,
-                code: shape.code,
-            },
+            error: ErrorObject { message: &message, kind: shape.kind, param: shape.param, code: shape.code },
         };
         // Serializing a struct of strings cannot fail; an empty body is the safe fallback.
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -246,15 +203,8 @@ mod tests {
             GatewayError::InvalidRequest("bad".into()),
             GatewayError::MissingField("model"),
             GatewayError::UnknownModel("x".into()),
-            GatewayError::NotFound {
-                method: "GET".into(),
-                path: "/x".into(),
-            },
-            GatewayError::MethodNotAllowed {
-                method: "GET".into(),
-                path: "/x".into(),
-                allow: "POST",
-            },
+            GatewayError::NotFound { method: "GET".into(), path: "/x".into() },
+            GatewayError::MethodNotAllowed { method: "GET".into(), path: "/x".into(), allow: "POST" },
             GatewayError::PayloadTooLarge(10),
             GatewayError::Unsupported("azure"),
             GatewayError::UpstreamUnavailable("refused".into()),
@@ -283,21 +233,15 @@ mod tests {
         assert_eq!(GatewayError::UpstreamUnavailable(String::new()).status(), 502);
         assert_eq!(GatewayError::UpstreamTimeout(1).status(), 504);
         assert_eq!(GatewayError::UpstreamRejectedKey(401).status(), 502);
-        assert_eq!(
-            json(&GatewayError::InvalidCredential)["error"]["type"],
-            "authentication_error"
-        );
+        assert_eq!(json(&GatewayError::InvalidCredential)["error"]["type"], "authentication_error");
         assert_eq!(json(&GatewayError::MissingField("model"))["error"]["param"], "model");
     }
 
     #[test]
     fn method_not_allowed_names_the_allowed_methods() {
-        let r = GatewayError::MethodNotAllowed {
-            method: "GET".into(),
-            path: "/v1/chat/completions".into(),
-            allow: "POST",
-        }
-        .into_response();
+        let r =
+            GatewayError::MethodNotAllowed { method: "GET".into(), path: "/v1/chat/completions".into(), allow: "POST" }
+                .into_response();
         assert_eq!(r.headers()[header::ALLOW], "POST");
     }
 

@@ -36,16 +36,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let filter = EnvFilter::try_from_env("UPROX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -58,10 +51,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let settings = Settings {
-        max_body_bytes: args.max_body_bytes,
-        ..Settings::default()
-    };
+    let settings = Settings { max_body_bytes: args.max_body_bytes, ..Settings::default() };
     let gateway = match Gateway::new(settings) {
         Ok(g) => g,
         Err(e) => {
@@ -79,10 +69,7 @@ async fn run(args: Args) -> ExitCode {
     match tokio::task::spawn_blocking(move || standalone::load_and_install(&gw, &opts)).await {
         Ok(Ok(())) => {}
         Ok(Err(problems)) => {
-            eprintln!(
-                "uprox-gateway: the config in {} cannot be served:",
-                standalone::display(&args.config)
-            );
+            eprintln!("uprox-gateway: the config in {} cannot be served:", standalone::display(&args.config));
             for p in problems {
                 eprintln!("  - {p}");
             }
@@ -101,10 +88,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let local = listener.local_addr().unwrap_or(args.listen);
-    tracing::info!(
-        "uprox-gateway listening on http://{local} (standalone mode, config {})",
-        args.config.display()
-    );
+    tracing::info!("uprox-gateway listening on http://{local} (standalone mode, config {})", args.config.display());
     let watcher = tokio::spawn(standalone::watch(gateway.clone(), options));
     server::serve(listener, gateway, shutdown_signal(), Duration::from_secs(30)).await;
     watcher.abort();

@@ -52,10 +52,7 @@ pub fn allows_model(snapshot: &Snapshot, caller: &Caller<'_>, model: &str) -> Re
     for &p in caller.token.policies.iter() {
         let policy = &snapshot.policies[p];
         if !allowed_by(&policy.models, model) {
-            return Err(GatewayError::Forbidden(format!(
-                "Policy {} does not allow the model \"{model}\"",
-                policy.id
-            )));
+            return Err(GatewayError::Forbidden(format!("Policy {} does not allow the model \"{model}\"", policy.id)));
         }
     }
     Ok(())

@@ -29,10 +29,7 @@ impl RequestIds {
                 .unwrap_or(0);
             seed = (nanos ^ u64::from(std::process::id())).to_le_bytes();
         }
-        Self {
-            prefix: u64::from_le_bytes(seed),
-            counter: AtomicU64::new(0),
-        }
+        Self { prefix: u64::from_le_bytes(seed), counter: AtomicU64::new(0) }
     }
 
     /// The client's id when it is acceptable, else a fresh one.
@@ -43,8 +40,15 @@ impl RequestIds {
             return given.clone();
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let text = format!("req_{:016x}{:016x}", self.prefix, n);
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
+        // Hex-encode into a stack buffer: one allocation (the header value) per request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = *b"req_00000000000000000000000000000000";
+        for (i, word) in [self.prefix, n].into_iter().enumerate() {
+            for j in 0..16 {
+                buf[4 + i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+            }
+        }
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
     }
 }
 
@@ -56,9 +60,7 @@ impl Default for RequestIds {
 
 fn is_acceptable(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 #[cfg(test)]
@@ -72,6 +74,8 @@ mod tests {
         let b = ids.for_request(&HeaderMap::new());
         assert_ne!(a, b);
         assert!(a.to_str().is_ok_and(|s| s.starts_with("req_") && s.len() == 36));
+        let prefix = format!("req_{:016x}", ids.prefix);
+        assert_eq!(b.to_str().unwrap_or_default(), format!("{prefix}{:016x}", 1));
     }
 
     #[test]

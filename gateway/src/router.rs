@@ -89,10 +89,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, GatewayError> {
     let path = request.uri().path();
     let Some((endpoint, method, allow)) = Endpoint::find(path) else {
-        return Err(GatewayError::NotFound {
-            method: request.method().to_string(),
-            path: path.to_owned(),
-        });
+        return Err(GatewayError::NotFound { method: request.method().to_string(), path: path.to_owned() });
     };
     if request.method() != method {
         return Err(GatewayError::MethodNotAllowed {
@@ -107,26 +104,17 @@ async fn dispatch(
         Endpoint::ChatCompletions | Endpoint::Models => {}
     }
     let snapshot = gateway.snapshot().ok_or(GatewayError::NotReady)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let caller = auth::authenticate(&snapshot, request.headers(), now)?;
     if let Some(scope) = endpoint.scope() {
         policy::check_scope(&snapshot, &caller, scope)?;
     }
-    let ctx = Context {
-        gateway,
-        snapshot: &snapshot,
-        caller,
-        request_id,
-    };
+    let ctx = Context { gateway, snapshot: &snapshot, caller, request_id };
     match endpoint {
         Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request).await,
         Endpoint::Models => Ok(handlers::models::list(&ctx).await),
-        Endpoint::Healthz | Endpoint::Readyz => Err(GatewayError::NotFound {
-            method: method.to_string(),
-            path: path.to_owned(),
-        }),
+        Endpoint::Healthz | Endpoint::Readyz => {
+            Err(GatewayError::NotFound { method: method.to_string(), path: path.to_owned() })
+        }
     }
 }

@@ -71,10 +71,7 @@ pub struct KeyEntry {
 
 impl std::fmt::Debug for KeyEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyEntry")
-            .field("label", &self.label)
-            .field("auth", &"<redacted>")
-            .finish()
+        f.debug_struct("KeyEntry").field("label", &self.label).field("auth", &"<redacted>").finish()
     }
 }
 
@@ -125,11 +122,7 @@ impl Snapshot {
         if config.version != CONFIG_VERSION {
             return Err(SnapshotError::Version { found: config.version });
         }
-        let providers = config
-            .providers
-            .iter()
-            .map(|p| build_provider(p, keys))
-            .collect::<Result<Vec<_>, _>>()?;
+        let providers = config.providers.iter().map(|p| build_provider(p, keys)).collect::<Result<Vec<_>, _>>()?;
         let provider_index: HashMap<&ObjectId, usize> =
             config.providers.iter().enumerate().map(|(i, p)| (&p.id, i)).collect();
         let policy_index: HashMap<&ObjectId, usize> =
@@ -163,10 +156,7 @@ impl Snapshot {
             let pinned = match &s.pinned_key {
                 None => None,
                 Some(key_id) => Some(find_key(&config.providers, key_id).ok_or_else(|| {
-                    SnapshotError::Dangling(format!(
-                        "Service {} pins key {key_id}, which is not in the config",
-                        s.id
-                    ))
+                    SnapshotError::Dangling(format!("Service {} pins key {key_id}, which is not in the config", s.id))
                 })?),
             };
             service_policies.push(lookup_policies(&s.id, &s.policies)?);
@@ -201,18 +191,10 @@ impl Snapshot {
                 denied: t.denied.clone(),
             };
             if tokens.insert(digest, entry).is_some() {
-                return Err(SnapshotError::Invalid(format!(
-                    "two tokens share the digest of MachineToken {}",
-                    t.id
-                )));
+                return Err(SnapshotError::Invalid(format!("two tokens share the digest of MachineToken {}", t.id)));
             }
         }
-        Ok(Self {
-            tokens,
-            services,
-            providers,
-            policies: config.policies.clone(),
-        })
+        Ok(Self { tokens, services, providers, policies: config.policies.clone() })
     }
 
     /// The token with this digest.
@@ -248,10 +230,7 @@ impl Snapshot {
 }
 
 fn find_key(providers: &[ProviderConfig], key_id: &str) -> Option<(usize, usize)> {
-    providers
-        .iter()
-        .enumerate()
-        .find_map(|(p, cfg)| cfg.keys.iter().position(|k| k.id == key_id).map(|k| (p, k)))
+    providers.iter().enumerate().find_map(|(p, cfg)| cfg.keys.iter().position(|k| k.id == key_id).map(|k| (p, k)))
 }
 
 fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<ProviderEntry, SnapshotError> {
@@ -267,39 +246,22 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
             }
         };
         let mut auth = HeaderValue::from_str(&rendered).map_err(|_| {
-            SnapshotError::Invalid(format!(
-                "key {} contains characters not allowed in an HTTP header",
-                key.id
-            ))
+            SnapshotError::Invalid(format!("key {} contains characters not allowed in an HTTP header", key.id))
         })?;
         auth.set_sensitive(true);
-        keys.push(KeyEntry {
-            label: key.label.clone(),
-            auth,
-        });
+        keys.push(KeyEntry { label: key.label.clone(), auth });
     }
-    let openai_shaped = matches!(
-        config.provider_type,
-        ProviderType::Openai | ProviderType::OpenaiCompatible
-    );
+    let openai_shaped = matches!(config.provider_type, ProviderType::Openai | ProviderType::OpenaiCompatible);
     let url = |suffix: &str| -> Result<Option<Url>, SnapshotError> {
         if !openai_shaped {
             return Ok(None);
         }
         let text = format!("{}/{suffix}", config.base_url.trim_end_matches('/'));
         Url::parse(&text).map(Some).map_err(|e| {
-            SnapshotError::Invalid(format!(
-                "Provider {} has an invalid base URL {:?}: {e}",
-                config.id, config.base_url
-            ))
+            SnapshotError::Invalid(format!("Provider {} has an invalid base URL {:?}: {e}", config.id, config.base_url))
         })
     };
-    Ok(ProviderEntry {
-        config: config.clone(),
-        keys,
-        chat_url: url("chat/completions")?,
-        models_url: url("models")?,
-    })
+    Ok(ProviderEntry { config: config.clone(), keys, chat_url: url("chat/completions")?, models_url: url("models")? })
 }
 
 #[cfg(test)]
@@ -403,16 +365,10 @@ mod tests {
     fn refuses_bad_configs() {
         let (mut cfg, keys) = config(None);
         cfg.version = 99;
-        assert!(matches!(
-            Snapshot::build(&cfg, &keys),
-            Err(SnapshotError::Version { found: 99 })
-        ));
+        assert!(matches!(Snapshot::build(&cfg, &keys), Err(SnapshotError::Version { found: 99 })));
 
         let (cfg, _) = config(None);
-        assert!(matches!(
-            Snapshot::build(&cfg, &KeyMaterial::default()),
-            Err(SnapshotError::Dangling(_))
-        ));
+        assert!(matches!(Snapshot::build(&cfg, &KeyMaterial::default()), Err(SnapshotError::Dangling(_))));
 
         let (mut cfg, keys) = config(Some("ns/a/nope"));
         assert!(Snapshot::build(&cfg, &keys).is_err());

@@ -20,8 +20,7 @@ const CHAT: &str =
 fn json_response(status: u16, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -44,11 +43,7 @@ async fn non_streaming_is_forwarded_untouched_with_the_provider_key() {
         Some(format!("Bearer {PROVIDER_KEY}").as_str()),
         "the token is swapped for the provider key"
     );
-    assert_eq!(
-        seen[0].body.as_ref(),
-        CHAT.as_bytes(),
-        "the body is forwarded byte for byte, unknown fields included"
-    );
+    assert_eq!(seen[0].body.as_ref(), CHAT.as_bytes(), "the body is forwarded byte for byte, unknown fields included");
 }
 
 #[tokio::test]
@@ -73,9 +68,7 @@ async fn streaming_is_relayed_frame_by_frame_and_ends_with_done() {
     }))
     .await;
     let h = Harness::start(&manifests(&upstream.base_url())).await;
-    let response = h
-        .chat(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
-        .await;
+    let response = h.chat(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let started = std::time::Instant::now();
@@ -123,20 +116,13 @@ async fn upstream_errors_pass_through_but_key_rejections_do_not() {
     assert_eq!(r.status(), 502);
     let e = error_of(r).await;
     assert_eq!(e["code"], "upstream_credentials_rejected");
-    assert!(
-        !e.to_string().contains("6789"),
-        "the upstream's 401 body quotes the key and must not reach the client"
-    );
+    assert!(!e.to_string().contains("6789"), "the upstream's 401 body quotes the key and must not reach the client");
 }
 
 #[tokio::test]
 async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
     // Bind and drop a listener to get a port where nothing listens.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let h = Harness::start(&manifests(&format!("http://{dead}/v1"))).await;
     let r = h.chat(CHAT).await;
     assert_eq!(r.status(), 502);
@@ -158,10 +144,7 @@ async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
 #[tokio::test]
 async fn bad_requests_get_openai_errors() {
     let upstream = Upstream::openai_like().await;
-    let settings = uprox_gateway::app::Settings {
-        max_body_bytes: 1024,
-        ..Default::default()
-    };
+    let settings = uprox_gateway::app::Settings { max_body_bytes: 1024, ..Default::default() };
     let h = Harness::start_with(&manifests(&upstream.base_url()), settings).await;
 
     let r = h.chat("{not json").await;
@@ -177,39 +160,25 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(error_of(r).await["code"], "model_not_found");
 
     let r = h
-        .chat(&format!(
-            r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
-            "x".repeat(2000)
-        ))
+        .chat(&format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(2000)))
         .await;
     assert_eq!(r.status(), 413);
     error_of(r).await;
 
     // Chunked (no Content-Length) bodies are limited too.
     let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 256]))));
-    let r = h
-        .post("/v1/chat/completions", Some(TOKEN), reqwest::Body::wrap_stream(chunks))
-        .await;
+    let r = h.post("/v1/chat/completions", Some(TOKEN), reqwest::Body::wrap_stream(chunks)).await;
     assert_eq!(r.status(), 413);
 
     let r = h.post("/v1/nope", Some(TOKEN), "{}").await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_of(r).await["type"], "not_found_error");
 
-    let r = h
-        .client
-        .get(h.url("/v1/chat/completions"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = h.client.get(h.url("/v1/chat/completions")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
 
-    assert!(
-        upstream.seen.lock().unwrap().is_empty(),
-        "no bad request reaches the upstream"
-    );
+    assert!(upstream.seen.lock().unwrap().is_empty(), "no bad request reaches the upstream");
 }
 
 #[tokio::test]
@@ -223,10 +192,7 @@ async fn authentication_failures_are_401() {
     assert_eq!(e["type"], "authentication_error");
     assert_eq!(e["message"], "Missing API key");
 
-    for bad in [
-        "sk-not-a-token",
-        "uprox_live_CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC",
-    ] {
+    for bad in ["sk-not-a-token", "uprox_live_CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC"] {
         let r = h.post("/v1/chat/completions", Some(bad), CHAT).await;
         assert_eq!(r.status(), 401);
         assert_eq!(error_of(r).await["message"], "Invalid or revoked API key");
@@ -262,13 +228,7 @@ async fn health_and_readiness_need_no_token() {
 async fn client_request_ids_are_echoed() {
     let upstream = Upstream::openai_like().await;
     let h = Harness::start(&manifests(&upstream.base_url())).await;
-    let r = h
-        .client
-        .get(h.url("/healthz"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
+    let r = h.client.get(h.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
 }
 
@@ -278,31 +238,11 @@ async fn models_lists_exact_names_and_upstream_listings_within_the_allowlist() {
     // The upstream lists mock-1 and mock-2, which the provider's patterns (gpt-*, slow-*) do
     // not cover: they must not appear. The mock provider contributes mock-1/mock-2 itself.
     let h = Harness::start(&manifests(&upstream.base_url())).await;
-    let r = h
-        .client
-        .get(h.url("/v1/models"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = h.client.get(h.url("/v1/models")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["mock-1", "mock-2"]);
-    assert_eq!(
-        upstream
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path == "/v1/models")
-            .count(),
-        1
-    );
+    assert_eq!(upstream.seen.lock().unwrap().iter().filter(|s| s.path == "/v1/models").count(), 1);
 }

@@ -90,12 +90,7 @@ async fn tokens_are_issued_into_the_state_folder_and_survive_restarts() {
     let h = Harness::start(&yaml).await;
     let file = h.dir.path().join("state/tokens/team.fresh-token.yaml");
     let text = std::fs::read_to_string(&file).expect("the issued token is persisted");
-    let token = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
-        .unwrap()
-        .trim_matches('"')
-        .to_owned();
+    let token = text.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().trim_matches('"').to_owned();
     assert!(uprox_crds::token::is_well_formed(&token));
     let r = h.post("/v1/chat/completions", Some(&token), MOCK_CHAT).await;
     assert_eq!(r.status(), 200);

@@ -43,9 +43,7 @@ pub(super) fn compile(
     services: &BTreeMap<ObjectId, &Service>,
     diags: &mut Diagnostics,
 ) -> Budgets {
-    let mut budgets = Budgets {
-        compiled: BTreeMap::new(),
-    };
+    let mut budgets = Budgets { compiled: BTreeMap::new() };
     for (id, budget) in objects {
         let spec = &budget.spec;
         let mut usable = true;

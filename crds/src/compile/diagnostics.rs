@@ -80,13 +80,7 @@ impl Diagnostics {
         reason: &'static str,
         message: String,
     ) {
-        self.0.push(Diagnostic {
-            kind,
-            object: object.clone(),
-            severity,
-            reason,
-            message,
-        });
+        self.0.push(Diagnostic { kind, object: object.clone(), severity, reason, message });
     }
 
     /// Sorted by (kind, object, message) so the output does not depend on input order; exact

@@ -73,9 +73,7 @@ impl Compiled {
 
     /// The diagnostics about one object.
     pub fn diagnostics_for<'s>(&'s self, kind: &'s str, object: &'s ObjectId) -> impl Iterator<Item = &'s Diagnostic> {
-        self.diagnostics
-            .iter()
-            .filter(move |d| d.kind == kind && &d.object == object)
+        self.diagnostics.iter().filter(move |d| d.kind == kind && &d.object == object)
     }
 }
 
@@ -85,17 +83,10 @@ pub fn compile(inputs: &Inputs<'_>) -> Compiled {
     let secrets = secrets::SecretIndex::new(inputs.secrets);
 
     let policies = policies::compile(index(diagnostics::POLICY, inputs.policies, &mut diags), &mut diags);
-    let providers = providers::compile(
-        index(diagnostics::PROVIDER, inputs.providers, &mut diags),
-        &secrets,
-        &mut diags,
-    );
+    let providers =
+        providers::compile(index(diagnostics::PROVIDER, inputs.providers, &mut diags), &secrets, &mut diags);
     let services = index(diagnostics::SERVICE, inputs.services, &mut diags);
-    let budgets = budgets::compile(
-        index(diagnostics::BUDGET, inputs.budgets, &mut diags),
-        &services,
-        &mut diags,
-    );
+    let budgets = budgets::compile(index(diagnostics::BUDGET, inputs.budgets, &mut diags), &services, &mut diags);
     let service_configs = services::compile(&services, &providers, &policies, &budgets, &mut diags);
     let tokens = tokens::compile(
         index(diagnostics::MACHINE_TOKEN, inputs.tokens, &mut diags),

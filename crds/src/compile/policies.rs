@@ -31,10 +31,7 @@ pub(super) struct Resolved {
 /// Compiles every Policy. One with an invalid pattern is left out, so that whoever refers to it
 /// fails closed instead of running with a looser allowlist than its author wrote.
 pub(super) fn compile(objects: BTreeMap<ObjectId, &Policy>, diags: &mut Diagnostics) -> Policies {
-    let mut policies = Policies {
-        compiled: BTreeMap::new(),
-        invalid: BTreeSet::new(),
-    };
+    let mut policies = Policies { compiled: BTreeMap::new(), invalid: BTreeSet::new() };
     for (id, policy) in objects {
         let spec = &policy.spec;
         let mut valid = true;
@@ -110,9 +107,7 @@ impl Policies {
         }
         let denied = match missing.as_slice() {
             [] => None,
-            [one] => Some(format!(
-                "{kind} {referrer} names Policy {one}, which does not exist or is invalid"
-            )),
+            [one] => Some(format!("{kind} {referrer} names Policy {one}, which does not exist or is invalid")),
             many => Some(format!(
                 "{kind} {referrer} names Policies that do not exist or are invalid: {}",
                 many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
@@ -133,10 +128,6 @@ pub(super) const PATTERN_HELP: &str =
 
 /// The invalid patterns of a list, quoted and joined, or `None` when all are valid.
 pub(super) fn invalid_patterns(patterns: &[Pattern]) -> Option<String> {
-    let bad: Vec<String> = patterns
-        .iter()
-        .filter(|p| !p.is_valid())
-        .map(|p| format!("`{p}`"))
-        .collect();
+    let bad: Vec<String> = patterns.iter().filter(|p| !p.is_valid()).map(|p| format!("`{p}`")).collect();
     (!bad.is_empty()).then(|| bad.join(", "))
 }

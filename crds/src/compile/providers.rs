@@ -87,11 +87,8 @@ pub(super) fn compile(
     secrets: &SecretIndex<'_>,
     diags: &mut Diagnostics,
 ) -> Providers {
-    let mut providers = Providers {
-        compiled: BTreeMap::new(),
-        excluded: BTreeSet::new(),
-        keys: KeyMaterial::default(),
-    };
+    let mut providers =
+        Providers { compiled: BTreeMap::new(), excluded: BTreeSet::new(), keys: KeyMaterial::default() };
     for (id, provider) in objects {
         match compile_one(&id, &provider.spec, secrets, diags) {
             Some((compiled, values)) => {
@@ -143,11 +140,7 @@ fn compile_one(
     if models.is_empty() {
         invalid(format!(
             "declares no models; set spec.models to the model names it serves{} (exact, a prefix ending in `*`, or `*` for all)",
-            if ty == ProviderType::Azure {
-                " (your deployment names)"
-            } else {
-                ""
-            }
+            if ty == ProviderType::Azure { " (your deployment names)" } else { "" }
         ));
     }
     if let Some(bad) = invalid_patterns(&models) {
@@ -187,16 +180,7 @@ fn compile_one(
         keys,
     };
     let declared_labels = spec.keys.iter().map(|k| k.label.clone()).collect();
-    usable.then(|| {
-        (
-            CompiledProvider {
-                config,
-                allowed: spec.allowed_namespaces.clone(),
-                declared_labels,
-            },
-            values,
-        )
-    })
+    usable.then(|| (CompiledProvider { config, allowed: spec.allowed_namespaces.clone(), declared_labels }, values))
 }
 
 /// `spec.baseUrl`, else the type's default, else (Azure) the first key's endpoint; without a
@@ -212,9 +196,7 @@ fn base_url(spec: &ProviderSpec) -> Option<String> {
 }
 
 fn trim_url(url: Option<&str>) -> Option<String> {
-    url.map(|u| u.trim().trim_end_matches('/'))
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
+    url.map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty()).map(str::to_owned)
 }
 
 /// Resolves every key from its Secret: the configs sorted by priority (highest first) then

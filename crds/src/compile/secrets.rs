@@ -87,10 +87,7 @@ impl<'a> SecretIndex<'a> {
             if namespace.is_empty() || name.is_empty() {
                 continue;
             }
-            by_id
-                .entry(ObjectId::new(namespace, name))
-                .and_modify(|slot| *slot = None)
-                .or_insert(Some(secret));
+            by_id.entry(ObjectId::new(namespace, name)).and_modify(|slot| *slot = None).or_insert(Some(secret));
         }
         Self { by_id }
     }
@@ -118,9 +115,7 @@ pub(super) fn value_of(secret: &Secret, key: &str) -> Result<SecretString, Probl
     } else if let Some(bytes) = secret.data.as_ref().and_then(|m| m.get(key)) {
         std::str::from_utf8(&bytes.0).map_err(|_| Problem::NotUtf8)?
     } else {
-        return Err(Problem::KeyNotFound {
-            available: keys_of(secret),
-        });
+        return Err(Problem::KeyNotFound { available: keys_of(secret) });
     };
     match text.trim() {
         "" => Err(Problem::Empty),
@@ -132,9 +127,5 @@ pub(super) fn value_of(secret: &Secret, key: &str) -> Result<SecretString, Probl
 fn keys_of(secret: &Secret) -> Vec<String> {
     let data = secret.data.iter().flat_map(|m| m.keys());
     let string_data = secret.string_data.iter().flat_map(|m| m.keys());
-    data.chain(string_data)
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
+    data.chain(string_data).cloned().collect::<BTreeSet<_>>().into_iter().collect()
 }

@@ -129,10 +129,7 @@ fn issued_value(
         );
         return None;
     }
-    let held = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(token::ROTATION_ANNOTATION));
+    let held = meta.annotations.as_ref().and_then(|a| a.get(token::ROTATION_ANNOTATION));
     let held = match held.map(|text| text.trim().parse::<u32>()) {
         None => 0,
         Some(Ok(held)) => held,

@@ -29,8 +29,7 @@ async fn answer(request: Request<Incoming>) -> Response<Body> {
     let json = |status: StatusCode, body: Bytes| {
         let mut r = Response::new(full(body));
         *r.status_mut() = status;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     };
     match (request.method(), request.uri().path()) {

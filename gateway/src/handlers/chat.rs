@@ -26,23 +26,15 @@ struct Head<'a> {
 /// Handles one chat completion.
 pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let declared =
+        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let body = read_limited(body, declared, ctx.gateway.settings.max_body_bytes).await?;
     let head = parse_head(&body)?;
-    let model = head
-        .model
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .ok_or(GatewayError::MissingField("model"))?;
+    let model = head.model.as_deref().filter(|m| !m.is_empty()).ok_or(GatewayError::MissingField("model"))?;
 
     let snapshot = ctx.snapshot;
-    let route = snapshot
-        .route(ctx.caller.service_index, model)
-        .ok_or_else(|| GatewayError::UnknownModel(model.to_owned()))?;
+    let route =
+        snapshot.route(ctx.caller.service_index, model).ok_or_else(|| GatewayError::UnknownModel(model.to_owned()))?;
     let provider = &snapshot.providers[route.provider];
     policy::allows_provider(snapshot, &ctx.caller, provider)?;
     policy::allows_model(snapshot, &ctx.caller, model)?;
@@ -50,20 +42,9 @@ pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Resul
     match provider.kind() {
         ProviderType::Mock => mock::respond(&body, None),
         ProviderType::Openai | ProviderType::OpenaiCompatible => {
-            let url = provider
-                .chat_url
-                .as_ref()
-                .ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
-            openai::forward(
-                &ctx.gateway.client,
-                provider,
-                route.key,
-                url,
-                body.clone(),
-                &parts.headers,
-                ctx.request_id,
-            )
-            .await
+            let url = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
+            openai::forward(&ctx.gateway.client, provider, route.key, url, body.clone(), &parts.headers, ctx.request_id)
+                .await
         }
         ProviderType::Anthropic | ProviderType::Azure => Err(GatewayError::Unsupported(provider.kind().as_str())),
     }
@@ -72,9 +53,7 @@ pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Resul
 fn parse_head(body: &[u8]) -> Result<Head<'_>, GatewayError> {
     // serde would also accept a JSON array as a struct; a chat request must be an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(GatewayError::InvalidRequest(
-            "Request body must be a JSON object".into(),
-        ));
+        return Err(GatewayError::InvalidRequest("Request body must be a JSON object".into()));
     }
     serde_json::from_slice(body)
         .map_err(|e| GatewayError::InvalidRequest(format!("Request body must be valid JSON: {e}")))

@@ -9,8 +9,7 @@ use crate::body::{Body, full};
 fn json(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -24,9 +23,6 @@ pub fn readyz(gateway: &Gateway) -> Response<Body> {
     if gateway.is_ready() {
         json(StatusCode::OK, r#"{"status":"ready"}"#)
     } else {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"no configuration loaded"}"#,
-        )
+        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"no configuration loaded"}"#)
     }
 }

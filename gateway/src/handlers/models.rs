@@ -51,31 +51,19 @@ pub async fn list(ctx: &Context<'_>) -> Response<Body> {
                 && policy::allows_model(snapshot, &ctx.caller, id).is_ok()
                 && seen.insert(id.as_str())
             {
-                data.push(Model {
-                    id,
-                    object: "model",
-                    created: 0,
-                    owned_by: provider.kind().as_str(),
-                });
+                data.push(Model { id, object: "model", created: 0, owned_by: provider.kind().as_str() });
             }
         }
     }
     let body = serde_json::to_vec(&List { object: "list", data }).unwrap_or_default();
     let mut response = Response::new(full(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 async fn models_of(ctx: &Context<'_>, provider: &ProviderEntry) -> Vec<String> {
-    let exact: Vec<String> = provider
-        .config
-        .models
-        .iter()
-        .filter(|p| !p.parts().1)
-        .map(|p| p.as_str().to_owned())
-        .collect();
+    let exact: Vec<String> =
+        provider.config.models.iter().filter(|p| !p.parts().1).map(|p| p.as_str().to_owned()).collect();
     let has_globs = exact.len() < provider.config.models.len();
     match provider.kind() {
         ProviderType::Openai | ProviderType::OpenaiCompatible if has_globs => {

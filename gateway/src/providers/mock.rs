@@ -126,11 +126,9 @@ impl Completion {
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+        }
         _ => String::new(),
     }
 }
@@ -140,9 +138,7 @@ pub fn complete(request: &MockRequest, model: &str) -> Result<Completion, Gatewa
     let messages = match &request.messages {
         Some(m) if !m.is_empty() => m,
         _ => {
-            return Err(GatewayError::InvalidRequest(
-                "messages must be a non-empty array".into(),
-            ));
+            return Err(GatewayError::InvalidRequest("messages must be a non-empty array".into()));
         }
     };
     let mut hasher = Sha256::new();
@@ -157,12 +153,7 @@ pub fn complete(request: &MockRequest, model: &str) -> Result<Completion, Gatewa
         prompt_tokens = prompt_tokens.saturating_add(4 + (text.chars().count() as u32).div_ceil(4));
     }
     let seed: [u8; 32] = hasher.finalize().into();
-    let last_user = messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| text_of(&m.content))
-        .unwrap_or_default();
+    let last_user = messages.iter().rev().find(|m| m.role == "user").map(|m| text_of(&m.content)).unwrap_or_default();
 
     let mut words: Vec<String> = vec!["Mock".into(), "reply".into(), "from".into(), format!("{model}.")];
     let echoed: Vec<&str> = last_user.split_whitespace().take(24).collect();
@@ -174,11 +165,8 @@ pub fn complete(request: &MockRequest, model: &str) -> Result<Completion, Gatewa
     }
     words.extend(seed[..8].iter().map(|b| WORDS[*b as usize % WORDS.len()].to_owned()));
     let last = words.len() - 1;
-    let mut pieces: Vec<String> = words
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| if i == last { format!("{w}.") } else { format!("{w} ") })
-        .collect();
+    let mut pieces: Vec<String> =
+        words.into_iter().enumerate().map(|(i, w)| if i == last { format!("{w}.") } else { format!("{w} ") }).collect();
 
     let cap = request.max_completion_tokens.or(request.max_tokens).map(|c| c as usize);
     let finish_reason = match cap {
@@ -188,10 +176,7 @@ pub fn complete(request: &MockRequest, model: &str) -> Result<Completion, Gatewa
         }
         _ => "stop",
     };
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Ok(Completion {
         id: format!("chatcmpl-mock{}", hex::encode(&seed[8..20])),
         model: model.to_owned(),
@@ -239,10 +224,7 @@ pub fn to_sse(c: &Completion, include_usage: bool) -> Vec<Bytes> {
         Bytes::from(format!("data: {v}\n\n"))
     };
     let mut events = Vec::with_capacity(c.pieces.len() + 4);
-    events.push(chunk(
-        json!({"role": "assistant", "content": "", "refusal": null}),
-        Value::Null,
-    ));
+    events.push(chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null));
     events.extend(c.pieces.iter().map(|p| chunk(json!({"content": p}), Value::Null)));
     events.push(chunk(json!({}), json!(c.finish_reason)));
     if include_usage {
@@ -266,18 +248,14 @@ pub fn respond(body: &[u8], model_override: Option<&str>) -> Result<Response<Bod
     let request: MockRequest = serde_json::from_slice(body).map_err(|e| {
         GatewayError::InvalidRequest(format!("Request body is not a valid chat completion request: {e}"))
     })?;
-    let model = model_override
-        .or(request.model.as_deref())
-        .ok_or(GatewayError::MissingField("model"))?;
+    let model = model_override.or(request.model.as_deref()).ok_or(GatewayError::MissingField("model"))?;
     let completion = complete(&request, model)?;
     if request.stream {
         let include_usage = request.stream_options.as_ref().is_some_and(|o| o.include_usage);
         Ok(sse_response(to_sse(&completion, include_usage)))
     } else {
         let mut response = Response::new(crate::body::full(to_json(&completion)));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(response)
     }
 }
@@ -285,11 +263,7 @@ pub fn respond(body: &[u8], model_override: Option<&str>) -> Result<Response<Bod
 /// A `text/event-stream` response whose frames are `events`, one frame each.
 pub fn sse_response(events: Vec<Bytes>) -> Response<Body> {
     use http_body_util::{BodyExt as _, StreamBody};
-    let frames = futures_util::stream::iter(
-        events
-            .into_iter()
-            .map(|b| Ok::<_, BoxError>(hyper::body::Frame::data(b))),
-    );
+    let frames = futures_util::stream::iter(events.into_iter().map(|b| Ok::<_, BoxError>(hyper::body::Frame::data(b))));
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -363,10 +337,6 @@ mod tests {
         }
         assert_eq!(text, c.text());
         assert!(usage_seen);
-        assert!(
-            to_sse(&c, false)
-                .iter()
-                .all(|e| !std::str::from_utf8(e).unwrap().contains("\"usage\""))
-        );
+        assert!(to_sse(&c, false).iter().all(|e| !std::str::from_utf8(e).unwrap().contains("\"usage\"")));
     }
 }

@@ -138,7 +138,5 @@ pub async fn list_models(
         let listing: Listing = serde_json::from_slice(&bytes).map_err(|e| format!("unreadable listing: {e}"))?;
         Ok(listing.data.into_iter().map(|e| e.id).collect())
     };
-    tokio::time::timeout(timeout, fetch)
-        .await
-        .map_err(|_| "timed out".to_owned())?
+    tokio::time::timeout(timeout, fetch).await.map_err(|_| "timed out".to_owned())?
 }

@@ -45,10 +45,7 @@ pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     while let Some(d) = pending.pop() {
         for entry in std::fs::read_dir(&d)? {
             let path = entry?.path();
-            let hidden = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
+            let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if hidden {
                 continue;
             }
@@ -109,11 +106,7 @@ pub fn load_text(origin: &str, text: &str, into: &mut Resources, errors: &mut Ve
                 return;
             }
         };
-        let api_version = value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
         let here = format!("{origin}: document {}", index + 1);
         match (api_version.as_str(), kind.as_str()) {
@@ -150,11 +143,7 @@ fn push<T: DeserializeOwned + Serialize + HasMeta>(
     into: &mut Vec<T>,
     errors: &mut Vec<String>,
 ) {
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>")
-        .to_owned();
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>").to_owned();
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut object: T = match serde_json::from_value(value.clone()) {
         Ok(o) => o,
@@ -186,11 +175,7 @@ fn unknown_fields(original: &Value, typed: &Value, path: &str) -> Vec<String> {
     match (original, typed) {
         (Value::Object(o), Value::Object(t)) => {
             for (key, value) in o {
-                let here = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 match t.get(key) {
                     None if !value.is_null() => out.push(here),
                     None => {}

@@ -59,10 +59,7 @@ pub fn load(options: &Options) -> Result<Loaded, Vec<String>> {
     // A Secret in the config folder wins over the state folder's of the same name.
     let mut secrets = config.secrets;
     for s in state.secrets {
-        if !secrets
-            .iter()
-            .any(|c| c.metadata.namespace == s.metadata.namespace && c.metadata.name == s.metadata.name)
-        {
+        if !secrets.iter().any(|c| c.metadata.namespace == s.metadata.namespace && c.metadata.name == s.metadata.name) {
             secrets.push(s);
         }
     }
@@ -71,12 +68,7 @@ pub fn load(options: &Options) -> Result<Loaded, Vec<String>> {
         .map_err(|e| vec![e.to_string()])?;
     for i in &issued {
         // Printed once, on stdout, for the person who started the gateway; never logged.
-        let _ = writeln!(
-            std::io::stdout(),
-            "uprox: issued token for MachineToken {}: {}",
-            i.token,
-            i.plaintext
-        );
+        let _ = writeln!(std::io::stdout(), "uprox: issued token for MachineToken {}: {}", i.token, i.plaintext);
     }
 
     let inputs = Inputs {
@@ -103,17 +95,8 @@ pub fn load(options: &Options) -> Result<Loaded, Vec<String>> {
         c.budgets.len()
     );
     let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-    warnings.extend(
-        config
-            .skipped
-            .iter()
-            .map(|s| format!("{s}: not a uprox resource or Secret; skipped")),
-    );
-    Ok(Loaded {
-        snapshot,
-        summary,
-        warnings,
-    })
+    warnings.extend(config.skipped.iter().map(|s| format!("{s}: not a uprox resource or Secret; skipped")));
+    Ok(Loaded { snapshot, summary, warnings })
 }
 
 /// Loads once and installs the result; on failure returns the problems and installs nothing.
@@ -159,9 +142,7 @@ pub async fn watch(gateway: Arc<Gateway>, options: Options) {
         }
         // Tokens issued by the reload changed the state folder; count that as seen.
         let opts = options.clone();
-        last = tokio::task::spawn_blocking(move || fingerprint(&opts))
-            .await
-            .unwrap_or(current);
+        last = tokio::task::spawn_blocking(move || fingerprint(&opts)).await.unwrap_or(current);
     }
 }
 

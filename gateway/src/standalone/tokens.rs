@@ -80,14 +80,7 @@ pub fn issue_missing(
         match existing {
             Some(i) if is_current(&secrets[i], mt) => continue,
             // A Secret of the same name that uprox did not issue: leave it, compile reports it.
-            Some(i)
-                if secrets[i]
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(token::SECRET_LABEL))
-                    .is_none() =>
-            {
+            Some(i) if secrets[i].metadata.labels.as_ref().and_then(|l| l.get(token::SECRET_LABEL)).is_none() => {
                 continue;
             }
             Some(i) => {
@@ -114,16 +107,9 @@ pub fn issue_missing(
             string_data: Some(BTreeMap::from([(token::SECRET_KEY.to_owned(), plaintext.clone())])),
             ..Secret::default()
         };
-        write_manifest(
-            &state_dir.join("tokens").join(format!("{namespace}.{secret_name}.yaml")),
-            &secret,
-        )?;
+        write_manifest(&state_dir.join("tokens").join(format!("{namespace}.{secret_name}.yaml")), &secret)?;
         secrets.push(secret.clone());
-        issued.push(Issued {
-            token: format!("{namespace}/{name}"),
-            plaintext,
-            secret,
-        });
+        issued.push(Issued { token: format!("{namespace}/{name}"), plaintext, secret });
     }
     Ok(issued)
 }
@@ -138,10 +124,7 @@ fn write_manifest(path: &Path, secret: &Secret) -> Result<(), IssueError> {
         "# Issued by uprox-gateway (standalone mode). Keep this file private.\n{}",
         serde_yaml::to_string(&value)?
     );
-    let err = |source| IssueError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| IssueError::Write { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = path.with_extension("yaml.tmp");
@@ -166,11 +149,7 @@ mod tests {
     fn mt(name: &str, rotation: u32) -> MachineToken {
         let mut t = MachineToken::new(
             name,
-            MachineTokenSpec {
-                service: "svc".into(),
-                rotation,
-                ..MachineTokenSpec::default()
-            },
+            MachineTokenSpec { service: "svc".into(), rotation, ..MachineTokenSpec::default() },
         );
         t.metadata.namespace = Some("default".into());
         t
@@ -210,11 +189,7 @@ mod tests {
         assert_eq!(rotation_of(&secrets[0]), 1);
         let mut revoked = mt("b", 0);
         revoked.spec.revoked = true;
-        assert!(
-            issue_missing(&[revoked], &mut Vec::new(), dir.path(), "t")
-                .unwrap()
-                .is_empty()
-        );
+        assert!(issue_missing(&[revoked], &mut Vec::new(), dir.path(), "t").unwrap().is_empty());
     }
 
     #[test]
@@ -229,11 +204,7 @@ mod tests {
             ..Secret::default()
         };
         let mut secrets = vec![foreign];
-        assert!(
-            issue_missing(&[mt("a", 0)], &mut secrets, dir.path(), "t")
-                .unwrap()
-                .is_empty()
-        );
+        assert!(issue_missing(&[mt("a", 0)], &mut secrets, dir.path(), "t").unwrap().is_empty());
         assert_eq!(secrets.len(), 1);
     }
 }

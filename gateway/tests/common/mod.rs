@@ -66,18 +66,13 @@ impl Upstream {
                             let authorization =
                                 r.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
                             let body = r.into_body().collect().await.unwrap().to_bytes();
-                            let s = Seen {
-                                path,
-                                authorization,
-                                body,
-                            };
+                            let s = Seen { path, authorization, body };
                             log.lock().unwrap().push(s.clone());
                             Ok::<_, Infallible>(handler(s).await)
                         }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let _ =
+                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
@@ -183,14 +178,7 @@ impl Harness {
             },
             Duration::from_secs(1),
         ));
-        Self {
-            addr,
-            gateway,
-            dir,
-            client: reqwest::Client::new(),
-            stop: Some(tx),
-            watcher: Some(watcher),
-        }
+        Self { addr, gateway, dir, client: reqwest::Client::new(), stop: Some(tx), watcher: Some(watcher) }
     }
 
     fn options_for(dir: &tempfile::TempDir) -> standalone::Options {
@@ -210,11 +198,7 @@ impl Harness {
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        let mut r = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body);
+        let mut r = self.client.post(self.url(path)).header("content-type", "application/json").body(body);
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -239,10 +223,7 @@ impl Drop for Harness {
 
 /// The `error` object of an OpenAI-shaped error response, after checking its shape.
 pub async fn error_of(response: reqwest::Response) -> serde_json::Value {
-    assert!(
-        response.headers().contains_key("x-request-id"),
-        "every response carries x-request-id"
-    );
+    assert!(response.headers().contains_key("x-request-id"), "every response carries x-request-id");
     assert_eq!(response.headers()["content-type"], "application/json");
     let v: serde_json::Value = response.json().await.unwrap();
     let e = v["error"].clone();

@@ -8,16 +8,12 @@ use crate::conditions::reason;
 use crate::config::BudgetConfig;
 
 fn world() -> World {
-    World::new()
-        .service(service("a", "app"))
-        .provider(ProviderBuilder::mock("a", "p"))
+    World::new().service(service("a", "app")).provider(ProviderBuilder::mock("a", "p"))
 }
 
 #[test]
 fn amounts_are_parsed_to_micro_usd() {
-    let out = world()
-        .budget(budget("a", "b", ["app"]).daily("7.5").monthly("120"))
-        .compile();
+    let out = world().budget(budget("a", "b", ["app"]).daily("7.5").monthly("120")).compile();
     assert!(out.diagnostics.is_empty(), "{:#?}", out.diagnostics);
     assert_eq!(
         out.budget("a", "b"),
@@ -37,13 +33,9 @@ fn either_ceiling_alone_is_enough() {
         .budget(budget("a", "day", ["app"]).daily("0.000001"))
         .budget(budget("a", "month", ["app"]).monthly("1"))
         .compile();
+    assert_eq!(out.budget("a", "day").map(|b| (b.daily_micro_usd, b.monthly_micro_usd)), Some((Some(1), None)));
     assert_eq!(
-        out.budget("a", "day").map(|b| (b.daily_micro_usd, b.monthly_micro_usd)),
-        Some((Some(1), None))
-    );
-    assert_eq!(
-        out.budget("a", "month")
-            .map(|b| (b.daily_micro_usd, b.monthly_micro_usd)),
+        out.budget("a", "month").map(|b| (b.daily_micro_usd, b.monthly_micro_usd)),
         Some((None, Some(1_000_000)))
     );
 }
@@ -53,10 +45,7 @@ fn a_budget_without_a_ceiling_is_excluded() {
     let out = world().budget(budget("a", "b", ["app"])).compile();
     assert_eq!(out.budget("a", "b"), None);
     let d = out.only_diagnostic();
-    assert_eq!(
-        (d.kind, d.reason, d.severity),
-        ("Budget", reason::INVALID_SPEC, Severity::Error)
-    );
+    assert_eq!((d.kind, d.reason, d.severity), ("Budget", reason::INVALID_SPEC, Severity::Error));
     assert!(d.message.contains("spec.dailyUSD, spec.monthlyUSD or both"), "{d}");
 }
 
@@ -71,32 +60,20 @@ fn an_unparseable_amount_names_the_field_and_the_shape() {
         assert_eq!(out.budget("a", "b"), None);
         let d = out.only_diagnostic();
         assert_eq!(d.reason, reason::INVALID_SPEC);
-        assert!(
-            d.message.contains(field) && d.message.contains("for example \"25\""),
-            "{d}"
-        );
+        assert!(d.message.contains(field) && d.message.contains("for example \"25\""), "{d}");
     }
 }
 
 #[test]
 fn thresholds_are_sorted_and_deduplicated() {
-    let out = world()
-        .budget(budget("a", "b", ["app"]).daily("1").thresholds([100, 50, 90, 50]))
-        .compile();
-    assert_eq!(
-        out.budget("a", "b").map(|b| b.alert_thresholds.clone()),
-        Some(vec![50, 90, 100])
-    );
+    let out = world().budget(budget("a", "b", ["app"]).daily("1").thresholds([100, 50, 90, 50])).compile();
+    assert_eq!(out.budget("a", "b").map(|b| b.alert_thresholds.clone()), Some(vec![50, 90, 100]));
 }
 
 #[test]
 fn thresholds_outside_one_to_a_hundred_are_dropped_but_the_ceiling_stays() {
-    let out = world()
-        .budget(budget("a", "b", ["app"]).daily("1").thresholds([0, 80, 150]))
-        .compile();
-    let Some(b) = out.budget("a", "b") else {
-        panic!("{:#?}", out.diagnostics)
-    };
+    let out = world().budget(budget("a", "b", ["app"]).daily("1").thresholds([0, 80, 150])).compile();
+    let Some(b) = out.budget("a", "b") else { panic!("{:#?}", out.diagnostics) };
     assert_eq!(b.alert_thresholds, vec![80]);
     assert_eq!(b.daily_micro_usd, Some(1_000_000));
     let d = out.only_diagnostic();

@@ -21,11 +21,7 @@ use crate::token;
 
 /// Metadata with a namespace and a name.
 pub fn meta(namespace: &str, name: &str) -> ObjectMeta {
-    ObjectMeta {
-        namespace: Some(namespace.to_owned()),
-        name: Some(name.to_owned()),
-        ..ObjectMeta::default()
-    }
+    ObjectMeta { namespace: Some(namespace.to_owned()), name: Some(name.to_owned()), ..ObjectMeta::default() }
 }
 
 /// A well-formed machine token made from one repeated byte.
@@ -52,11 +48,7 @@ impl ProviderBuilder {
             allowed_namespaces: Vec::new(),
             timeout_seconds: None,
         };
-        Self(Provider {
-            metadata: meta(namespace, name),
-            spec,
-            status: None,
-        })
+        Self(Provider { metadata: meta(namespace, name), spec, status: None })
     }
     pub fn openai(namespace: &str, name: &str) -> Self {
         Self::new(ProviderType::Openai, namespace, name)
@@ -77,10 +69,7 @@ impl ProviderBuilder {
     pub fn key(mut self, label: &str, secret: &str, key: &str) -> Self {
         self.0.spec.keys.push(ProviderKey {
             label: label.to_owned(),
-            secret_ref: SecretKeyRef {
-                name: secret.to_owned(),
-                key: key.to_owned(),
-            },
+            secret_ref: SecretKeyRef { name: secret.to_owned(), key: key.to_owned() },
             priority: 0,
             endpoint: None,
         });
@@ -133,10 +122,7 @@ pub struct SecretBuilder(Secret);
 
 /// A Secret with no data.
 pub fn secret(namespace: &str, name: &str) -> SecretBuilder {
-    SecretBuilder(Secret {
-        metadata: meta(namespace, name),
-        ..Secret::default()
-    })
+    SecretBuilder(Secret { metadata: meta(namespace, name), ..Secret::default() })
 }
 
 /// The Secret the operator issues for MachineToken `namespace/token_name` (default name,
@@ -154,34 +140,20 @@ impl SecretBuilder {
     }
     /// Puts raw bytes into `data`.
     pub fn bytes(mut self, key: &str, value: &[u8]) -> Self {
-        self.0
-            .data
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.to_owned(), ByteString(value.to_vec()));
+        self.0.data.get_or_insert_with(BTreeMap::new).insert(key.to_owned(), ByteString(value.to_vec()));
         self
     }
     /// Puts `value` into `stringData` (as a manifest may).
     pub fn string(mut self, key: &str, value: &str) -> Self {
-        self.0
-            .string_data
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.to_owned(), value.to_owned());
+        self.0.string_data.get_or_insert_with(BTreeMap::new).insert(key.to_owned(), value.to_owned());
         self
     }
     pub fn label(mut self, key: &str, value: &str) -> Self {
-        self.0
-            .metadata
-            .labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.to_owned(), value.to_owned());
+        self.0.metadata.labels.get_or_insert_with(BTreeMap::new).insert(key.to_owned(), value.to_owned());
         self
     }
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
-        self.0
-            .metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(key.to_owned(), value.to_owned());
+        self.0.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(key.to_owned(), value.to_owned());
         self
     }
     /// Sets the rotation annotation.
@@ -201,11 +173,7 @@ pub struct ServiceBuilder(Service);
 
 /// A Service with no Policies, pin or cache.
 pub fn service(namespace: &str, name: &str) -> ServiceBuilder {
-    ServiceBuilder(Service {
-        metadata: meta(namespace, name),
-        spec: ServiceSpec::default(),
-        status: None,
-    })
+    ServiceBuilder(Service { metadata: meta(namespace, name), spec: ServiceSpec::default(), status: None })
 }
 
 impl ServiceBuilder {
@@ -215,11 +183,8 @@ impl ServiceBuilder {
     }
     /// Pins key `label` of Provider `provider` in the Service's namespace.
     pub fn pin(mut self, provider: &str, label: &str) -> Self {
-        self.0.spec.provider_key = Some(KeyPin {
-            provider: provider.to_owned(),
-            namespace: None,
-            label: label.to_owned(),
-        });
+        self.0.spec.provider_key =
+            Some(KeyPin { provider: provider.to_owned(), namespace: None, label: label.to_owned() });
         self
     }
     /// Pins key `label` of Provider `namespace/provider`.
@@ -248,15 +213,8 @@ pub struct TokenBuilder(MachineToken);
 
 /// A MachineToken for Service `service`, rotation 0, never expiring.
 pub fn machine_token(namespace: &str, name: &str, service: &str) -> TokenBuilder {
-    let spec = MachineTokenSpec {
-        service: service.to_owned(),
-        ..MachineTokenSpec::default()
-    };
-    TokenBuilder(MachineToken {
-        metadata: meta(namespace, name),
-        spec,
-        status: None,
-    })
+    let spec = MachineTokenSpec { service: service.to_owned(), ..MachineTokenSpec::default() };
+    TokenBuilder(MachineToken { metadata: meta(namespace, name), spec, status: None })
 }
 
 impl TokenBuilder {
@@ -298,11 +256,7 @@ pub struct PolicyBuilder(Policy);
 
 /// A Policy that allows everything without limits.
 pub fn policy(namespace: &str, name: &str) -> PolicyBuilder {
-    PolicyBuilder(Policy {
-        metadata: meta(namespace, name),
-        spec: PolicySpec::default(),
-        status: None,
-    })
+    PolicyBuilder(Policy { metadata: meta(namespace, name), spec: PolicySpec::default(), status: None })
 }
 
 impl PolicyBuilder {
@@ -348,11 +302,7 @@ pub fn budget<const N: usize>(namespace: &str, name: &str, services: [&str; N]) 
         alert_thresholds: vec![80, 100],
         action: BudgetAction::Block,
     };
-    BudgetBuilder(Budget {
-        metadata: meta(namespace, name),
-        spec,
-        status: None,
-    })
+    BudgetBuilder(Budget { metadata: meta(namespace, name), spec, status: None })
 }
 
 impl BudgetBuilder {

@@ -23,55 +23,28 @@ fn id(namespace: &str, name: &str) -> ObjectId {
 /// A small but complete installation: two teams' worth of resources, all valid.
 fn happy_world() -> World {
     World::new()
-        .provider(
-            ProviderBuilder::openai("team", "openai")
-                .key("main", "openai-key", "apiKey")
-                .priority(10)
-                .key("backup", "openai-key", "backupKey"),
-        )
-        .provider(
-            ProviderBuilder::anthropic("shared", "anthropic")
-                .allowed(["*"])
-                .key("main", "anthropic", "key"),
-        )
+        .provider(ProviderBuilder::openai("team", "openai").key("main", "openai-key", "apiKey").priority(10).key(
+            "backup",
+            "openai-key",
+            "backupKey",
+        ))
+        .provider(ProviderBuilder::anthropic("shared", "anthropic").allowed(["*"]).key("main", "anthropic", "key"))
         .provider(ProviderBuilder::mock("team", "mock"))
-        .secret(
-            secret("team", "openai-key")
-                .with("apiKey", OPENAI_MAIN)
-                .string("backupKey", OPENAI_BACKUP),
-        )
+        .secret(secret("team", "openai-key").with("apiKey", OPENAI_MAIN).string("backupKey", OPENAI_BACKUP))
         .secret(secret("shared", "anthropic").with("key", ANTHROPIC_KEY))
         .policy(policy("team", "default").models(["gpt-*", "claude-*"]).limits(60, 0, 4))
-        .service(
-            service("team", "chatbot")
-                .policies(["default"])
-                .pin("openai", "backup")
-                .cache(300),
-        )
-        .token(
-            machine_token("team", "chatbot-prod", "chatbot")
-                .scopes([Scope::Chat])
-                .expires(2_000_000_000),
-        )
+        .service(service("team", "chatbot").policies(["default"]).pin("openai", "backup").cache(300))
+        .token(machine_token("team", "chatbot-prod", "chatbot").scopes([Scope::Chat]).expires(2_000_000_000))
         .secret(issued("team", "chatbot-prod", &token_value(42)).rotation(0))
-        .budget(
-            budget("team", "monthly", ["chatbot"])
-                .monthly("500")
-                .thresholds([100, 50, 80])
-                .alert(),
-        )
+        .budget(budget("team", "monthly", ["chatbot"]).monthly("500").thresholds([100, 50, 80]).alert())
 }
 
 #[test]
 fn happy_path_compiles_to_the_full_config() {
     let out = happy_world().compile();
     assert!(out.diagnostics.is_empty(), "{:#?}", out.diagnostics);
-    let key = |id: &str, label: &str, priority| KeyConfig {
-        id: id.into(),
-        label: label.into(),
-        priority,
-        endpoint: None,
-    };
+    let key =
+        |id: &str, label: &str, priority| KeyConfig { id: id.into(), label: label.into(), priority, endpoint: None };
     let expected = GatewayConfig {
         version: CONFIG_VERSION,
         providers: vec![
@@ -99,15 +72,8 @@ fn happy_path_compiles_to_the_full_config() {
                 base_url: "https://api.openai.com/v1".into(),
                 api_version: None,
                 timeout_seconds: 300,
-                models: ProviderType::Openai
-                    .default_models()
-                    .iter()
-                    .map(|m| Pattern::new(*m))
-                    .collect(),
-                keys: vec![
-                    key("team/openai/main", "main", 10),
-                    key("team/openai/backup", "backup", 0),
-                ],
+                models: ProviderType::Openai.default_models().iter().map(|m| Pattern::new(*m)).collect(),
+                keys: vec![key("team/openai/main", "main", 10), key("team/openai/backup", "backup", 0)],
             },
         ],
         services: vec![ServiceConfig {
@@ -160,13 +126,7 @@ fn happy_path_compiles_to_the_full_config() {
 #[test]
 fn an_empty_input_gives_an_empty_versioned_config() {
     let out = World::new().compile();
-    assert_eq!(
-        out.config,
-        GatewayConfig {
-            version: CONFIG_VERSION,
-            ..GatewayConfig::default()
-        }
-    );
+    assert_eq!(out.config, GatewayConfig { version: CONFIG_VERSION, ..GatewayConfig::default() });
     assert!(out.diagnostics.is_empty() && out.keys.0.is_empty());
 }
 
@@ -196,12 +156,7 @@ fn objects_without_namespace_or_name_are_reported_and_skipped() {
             ("Service", "team/".to_owned()),
         ]
     );
-    assert!(
-        out.diagnostics
-            .iter()
-            .filter(|d| d.reason == reason::INVALID_SPEC)
-            .all(Diagnostic::is_error)
-    );
+    assert!(out.diagnostics.iter().filter(|d| d.reason == reason::INVALID_SPEC).all(Diagnostic::is_error));
     assert!(out.config.services.is_empty() && out.config.tokens.is_empty() && out.config.budgets.is_empty());
     assert!(out.config.policies.is_empty() && out.provider("team", "openai").is_none());
 }
@@ -242,29 +197,15 @@ fn diagnostics_display_kind_object_and_message() {
     };
     assert_eq!(d.to_string(), "Provider default/openai: something to fix");
     assert!(!d.is_error());
-    assert!(
-        Diagnostic {
-            severity: Severity::Error,
-            ..d
-        }
-        .is_error()
-    );
+    assert!(Diagnostic { severity: Severity::Error, ..d }.is_error());
 }
 
 /// Resources with something wrong in every kind, beside the valid ones.
 fn troubled_world() -> World {
     happy_world()
-        .provider(
-            ProviderBuilder::openai("team", "broken")
-                .key("a", "nope", "k")
-                .key("b", "openai-key", "missing"),
-        )
+        .provider(ProviderBuilder::openai("team", "broken").key("a", "nope", "k").key("b", "openai-key", "missing"))
         .provider(ProviderBuilder::compatible("other", "vllm").models(["*"]))
-        .service(
-            service("other", "lonely")
-                .policies(["ghost"])
-                .pin_in("team", "openai", "main"),
-        )
+        .service(service("other", "lonely").policies(["ghost"]).pin_in("team", "openai", "main"))
         .service(service("team", "pinned").pin("openai", "nope"))
         .token(machine_token("team", "stale", "chatbot").rotation(3))
         .secret(issued("team", "stale", &token_value(1)).rotation(2))
@@ -310,11 +251,7 @@ fn shuffled_inputs_give_an_equal_result() {
 #[test]
 fn diagnostics_are_sorted_by_kind_object_and_message() {
     let out = troubled_world().compile();
-    let keys: Vec<_> = out
-        .diagnostics
-        .iter()
-        .map(|d| (d.kind, d.object.clone(), d.message.clone()))
-        .collect();
+    let keys: Vec<_> = out.diagnostics.iter().map(|d| (d.kind, d.object.clone(), d.message.clone())).collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted);
@@ -335,10 +272,7 @@ fn no_secret_value_leaks_into_diagnostics_or_the_config() {
     let out = troubled_world().compile();
     assert!(!out.keys.0.is_empty(), "the test needs resolved keys to be meaningful");
     let config_json = serde_json::to_string(&out.config).unwrap_or_default();
-    assert!(
-        config_json.contains("team/openai/main"),
-        "serialisation must have worked"
-    );
+    assert!(config_json.contains("team/openai/main"), "serialisation must have worked");
     let debug = format!("{out:?}");
     let values = [
         OPENAI_MAIN.to_owned(),

@@ -19,27 +19,17 @@ fn mock(namespace: &str, name: &str) -> ProviderBuilder {
 
 #[test]
 fn a_service_reaches_providers_of_its_own_namespace_only_by_default() {
-    let out = World::new()
-        .provider(mock("a", "p"))
-        .provider(mock("b", "q"))
-        .service(service("a", "app"))
-        .compile();
+    let out = World::new().provider(mock("a", "p")).provider(mock("b", "q")).service(service("a", "app")).compile();
     assert_eq!(out.service("a", "app").providers, vec![id("a", "p")]);
     assert!(out.diagnostics.is_empty(), "{:#?}", out.diagnostics);
 }
 
 #[test]
 fn cross_namespace_access_is_denied_without_a_grant() {
-    let out = World::new()
-        .provider(mock("shared", "p").allowed(["other"]))
-        .service(service("team", "app"))
-        .compile();
+    let out = World::new().provider(mock("shared", "p").allowed(["other"])).service(service("team", "app")).compile();
     assert!(out.service("team", "app").providers.is_empty());
     let d = out.only_diagnostic();
-    assert_eq!(
-        (d.kind, d.reason, d.severity),
-        ("Service", reason::NO_PROVIDERS, Severity::Warning)
-    );
+    assert_eq!((d.kind, d.reason, d.severity), ("Service", reason::NO_PROVIDERS, Severity::Warning));
     assert!(d.message.contains("spec.allowedNamespaces"), "{d}");
 }
 
@@ -50,10 +40,7 @@ fn cross_namespace_access_is_granted_explicitly_or_by_star() {
         .provider(mock("shared", "star").allowed(["*"]))
         .service(service("team", "app"))
         .compile();
-    assert_eq!(
-        out.service("team", "app").providers,
-        vec![id("shared", "explicit"), id("shared", "star")]
-    );
+    assert_eq!(out.service("team", "app").providers, vec![id("shared", "explicit"), id("shared", "star")]);
 }
 
 #[test]
@@ -65,10 +52,7 @@ fn routing_order_is_own_namespace_first_then_by_id() {
         .provider(mock("m", "x"))
         .service(service("m", "app"))
         .compile();
-    assert_eq!(
-        out.service("m", "app").providers,
-        vec![id("m", "x"), id("m", "y"), id("a", "p"), id("z", "p")]
-    );
+    assert_eq!(out.service("m", "app").providers, vec![id("m", "x"), id("m", "y"), id("a", "p"), id("z", "p")]);
 }
 
 #[test]
@@ -85,11 +69,7 @@ fn excluded_providers_are_not_reachable() {
 fn policies_are_compiled_with_plain_limits_even_when_unreferenced() {
     let out = World::new()
         .policy(
-            policy("a", "strict")
-                .providers(["openai*"])
-                .models(["gpt-4o"])
-                .scopes([Scope::Chat])
-                .limits(60, 10_000, 0),
+            policy("a", "strict").providers(["openai*"]).models(["gpt-4o"]).scopes([Scope::Chat]).limits(60, 10_000, 0),
         )
         .compile();
     assert_eq!(
@@ -129,27 +109,16 @@ fn a_missing_policy_denies_the_service() {
         .compile();
     let s = out.service("a", "app");
     assert_eq!(s.policies, vec![id("a", "present")]);
-    let Some(denied) = &s.denied else {
-        panic!("service must be denied")
-    };
-    assert!(
-        denied.contains("Service a/app") && denied.contains("Policy a/strict"),
-        "{denied}"
-    );
+    let Some(denied) = &s.denied else { panic!("service must be denied") };
+    assert!(denied.contains("Service a/app") && denied.contains("Policy a/strict"), "{denied}");
     let d = out.only_diagnostic();
-    assert_eq!(
-        (d.kind, d.reason, d.severity),
-        ("Service", reason::POLICY_NOT_FOUND, Severity::Error)
-    );
+    assert_eq!((d.kind, d.reason, d.severity), ("Service", reason::POLICY_NOT_FOUND, Severity::Error));
     assert!(d.message.contains("Policy a/strict, which does not exist"), "{d}");
 }
 
 #[test]
 fn several_missing_policies_are_all_named() {
-    let out = World::new()
-        .provider(mock("a", "p"))
-        .service(service("a", "app").policies(["x", "y"]))
-        .compile();
+    let out = World::new().provider(mock("a", "p")).service(service("a", "app").policies(["x", "y"])).compile();
     assert_eq!(out.diagnostics.len(), 2);
     let denied = out.service("a", "app").denied.clone().unwrap_or_default();
     assert!(denied.contains("a/x, a/y"), "{denied}");
@@ -167,13 +136,8 @@ fn an_invalid_policy_is_excluded_and_its_referrers_denied() {
     let policy_diag = out.diagnostics.iter().find(|d| d.kind == "Policy").map(|d| d.reason);
     assert_eq!(policy_diag, Some(reason::INVALID_SPEC));
     let service_diag = out.diagnostics.iter().find(|d| d.kind == "Service");
-    let Some(service_diag) = service_diag else {
-        panic!("{:#?}", out.diagnostics)
-    };
-    assert!(
-        service_diag.message.contains("is invalid (see its status)"),
-        "{service_diag}"
-    );
+    let Some(service_diag) = service_diag else { panic!("{:#?}", out.diagnostics) };
+    assert!(service_diag.message.contains("is invalid (see its status)"), "{service_diag}");
 }
 
 /// A Provider `p/openai` with resolved keys `main` and `backup` and an unresolved `broken`,
@@ -193,19 +157,12 @@ fn pin_world() -> World {
 
 #[test]
 fn a_pin_resolves_to_the_key_id() {
-    let out = pin_world()
-        .service(service("p", "own").pin("openai", "backup"))
-        .compile();
+    let out = pin_world().service(service("p", "own").pin("openai", "backup")).compile();
     let s = out.service("p", "own");
     assert_eq!(s.pinned_key.as_deref(), Some("p/openai/backup"));
     assert_eq!(s.denied, None);
-    let out = pin_world()
-        .service(service("granted", "app").pin_in("p", "openai", "main"))
-        .compile();
-    assert_eq!(
-        out.service("granted", "app").pinned_key.as_deref(),
-        Some("p/openai/main")
-    );
+    let out = pin_world().service(service("granted", "app").pin_in("p", "openai", "main")).compile();
+    assert_eq!(out.service("granted", "app").pinned_key.as_deref(), Some("p/openai/main"));
 }
 
 #[test]
@@ -213,11 +170,7 @@ fn a_pin_to_an_unknown_label_denies_the_service() {
     let out = pin_world().service(service("p", "own").pin("openai", "nope")).compile();
     let s = out.service("p", "own");
     assert_eq!(s.pinned_key, None);
-    assert!(
-        s.denied.as_deref().is_some_and(|m| m.contains("key `nope`")),
-        "{:?}",
-        s.denied
-    );
+    assert!(s.denied.as_deref().is_some_and(|m| m.contains("key `nope`")), "{:?}", s.denied);
     let d = out.diagnostics.iter().find(|d| d.kind == "Service");
     let Some(d) = d else { panic!("{:#?}", out.diagnostics) };
     assert_eq!((d.reason, d.severity), (reason::KEY_NOT_FOUND, Severity::Error));
@@ -226,9 +179,7 @@ fn a_pin_to_an_unknown_label_denies_the_service() {
 
 #[test]
 fn a_pin_to_an_unresolved_key_says_it_did_not_resolve() {
-    let out = pin_world()
-        .service(service("p", "own").pin("openai", "broken"))
-        .compile();
+    let out = pin_world().service(service("p", "own").pin("openai", "broken")).compile();
     let d = out.diagnostics.iter().find(|d| d.kind == "Service");
     let Some(d) = d else { panic!("{:#?}", out.diagnostics) };
     assert_eq!(d.reason, reason::KEY_NOT_FOUND);
@@ -238,9 +189,7 @@ fn a_pin_to_an_unresolved_key_says_it_did_not_resolve() {
 
 #[test]
 fn a_pin_to_an_inaccessible_provider_denies_the_service() {
-    let out = pin_world()
-        .service(service("elsewhere", "app").pin_in("p", "openai", "main"))
-        .compile();
+    let out = pin_world().service(service("elsewhere", "app").pin_in("p", "openai", "main")).compile();
     let s = out.service("elsewhere", "app");
     assert_eq!(s.pinned_key, None);
     assert!(s.denied.is_some());
@@ -259,9 +208,7 @@ fn a_pin_to_a_missing_or_excluded_provider_denies_the_service() {
     for (name, state) in [("a", "does not exist"), ("b", "is not usable")] {
         assert!(out.service("p", name).denied.is_some());
         let object = id("p", name);
-        let d = out
-            .diagnostics_for("Service", &object)
-            .find(|d| d.reason == reason::PROVIDER_NOT_FOUND);
+        let d = out.diagnostics_for("Service", &object).find(|d| d.reason == reason::PROVIDER_NOT_FOUND);
         assert!(d.is_some_and(|d| d.message.contains(state)), "{:#?}", out.diagnostics);
     }
 }
@@ -288,8 +235,5 @@ fn a_service_lists_the_budgets_of_its_namespace_that_name_it() {
         .budget(budget("b", "elsewhere", ["app"]).daily("5"))
         .budget(budget("a", "broken", ["app"]))
         .compile();
-    assert_eq!(
-        out.service("a", "app").budgets,
-        vec![id("a", "daily"), id("a", "monthly")]
-    );
+    assert_eq!(out.service("a", "app").budgets, vec![id("a", "daily"), id("a", "monthly")]);
 }

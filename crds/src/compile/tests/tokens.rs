@@ -11,9 +11,7 @@ use crate::token;
 
 /// Service `a/app` and its MachineToken `a/bot`, whose Secret is added by each test.
 fn world() -> World {
-    World::new()
-        .provider(ProviderBuilder::mock("a", "p"))
-        .service(service("a", "app"))
+    World::new().provider(ProviderBuilder::mock("a", "p")).service(service("a", "app"))
 }
 
 #[test]
@@ -47,14 +45,9 @@ fn an_issued_token_is_compiled_to_its_digest() {
 #[test]
 fn the_token_value_is_trimmed_before_digesting() {
     let value = token_value(2);
-    let out = world()
-        .token(machine_token("a", "bot", "app"))
-        .secret(issued("a", "bot", &format!("{value}\n")))
-        .compile();
-    assert_eq!(
-        out.token("a", "bot").map(|t| t.digest.clone()),
-        Some(token::digest_hex(&value))
-    );
+    let out =
+        world().token(machine_token("a", "bot", "app")).secret(issued("a", "bot", &format!("{value}\n"))).compile();
+    assert_eq!(out.token("a", "bot").map(|t| t.digest.clone()), Some(token::digest_hex(&value)));
 }
 
 #[test]
@@ -62,27 +55,17 @@ fn a_custom_secret_name_is_honoured() {
     let value = token_value(3);
     let out = world()
         .token(machine_token("a", "bot", "app").secret_name("creds"))
-        .secret(
-            secret("a", "creds")
-                .with(token::SECRET_KEY, &value)
-                .label(token::SECRET_LABEL, "bot"),
-        )
+        .secret(secret("a", "creds").with(token::SECRET_KEY, &value).label(token::SECRET_LABEL, "bot"))
         .compile();
     assert!(out.token("a", "bot").is_some(), "{:#?}", out.diagnostics);
 }
 
 #[test]
 fn a_token_for_a_missing_service_is_excluded() {
-    let out = world()
-        .token(machine_token("a", "bot", "ghost"))
-        .secret(issued("a", "bot", &token_value(1)))
-        .compile();
+    let out = world().token(machine_token("a", "bot", "ghost")).secret(issued("a", "bot", &token_value(1))).compile();
     assert!(out.config.tokens.is_empty());
     let d = out.only_diagnostic();
-    assert_eq!(
-        (d.kind, d.reason, d.severity),
-        ("MachineToken", reason::SERVICE_NOT_FOUND, Severity::Error)
-    );
+    assert_eq!((d.kind, d.reason, d.severity), ("MachineToken", reason::SERVICE_NOT_FOUND, Severity::Error));
     assert!(d.message.contains("Service a/ghost"), "{d}");
 }
 
@@ -101,14 +84,9 @@ fn a_secret_not_labelled_for_the_token_is_not_adopted() {
     let value = token_value(4);
     for candidate in [
         secret("a", "bot-token").with(token::SECRET_KEY, &value),
-        secret("a", "bot-token")
-            .with(token::SECRET_KEY, &value)
-            .label(token::SECRET_LABEL, "someone-else"),
+        secret("a", "bot-token").with(token::SECRET_KEY, &value).label(token::SECRET_LABEL, "someone-else"),
     ] {
-        let out = world()
-            .token(machine_token("a", "bot", "app"))
-            .secret(candidate)
-            .compile();
+        let out = world().token(machine_token("a", "bot", "app")).secret(candidate).compile();
         assert!(out.config.tokens.is_empty());
         let d = out.only_diagnostic();
         assert_eq!((d.reason, d.severity), (reason::NOT_ISSUED, Severity::Warning));
@@ -131,17 +109,10 @@ fn a_stale_rotation_is_not_accepted() {
     assert!(out.config.tokens.is_empty());
     let d = out.only_diagnostic();
     assert_eq!((d.reason, d.severity), (reason::NOT_ISSUED, Severity::Warning));
-    assert!(
-        d.message
-            .contains("rotation 2 requested, the Secret a/bot-token holds rotation 1"),
-        "{d}"
-    );
+    assert!(d.message.contains("rotation 2 requested, the Secret a/bot-token holds rotation 1"), "{d}");
 
     // A missing annotation counts as rotation 0.
-    let out = world()
-        .token(machine_token("a", "bot", "app").rotation(1))
-        .secret(issued("a", "bot", &value))
-        .compile();
+    let out = world().token(machine_token("a", "bot", "app").rotation(1)).secret(issued("a", "bot", &value)).compile();
     assert!(out.only_diagnostic().message.contains("holds rotation 0"));
 }
 
@@ -171,16 +142,10 @@ fn a_malformed_or_missing_value_is_an_error() {
     for (candidate, what) in [
         (issued("a", "bot", "sk-not-a-token"), "not a uprox token"),
         (issued("a", "bot", &format!("{}x", token_value(7))), "not a uprox token"),
-        (
-            secret("a", "bot-token").label(token::SECRET_LABEL, "bot"),
-            "the key is missing",
-        ),
+        (secret("a", "bot-token").label(token::SECRET_LABEL, "bot"), "the key is missing"),
         (issued("a", "bot", "  "), "the value is empty"),
     ] {
-        let out = world()
-            .token(machine_token("a", "bot", "app"))
-            .secret(candidate)
-            .compile();
+        let out = world().token(machine_token("a", "bot", "app")).secret(candidate).compile();
         assert!(out.config.tokens.is_empty());
         let d = out.only_diagnostic();
         assert_eq!(d.severity, Severity::Error, "{d}");
@@ -202,10 +167,7 @@ fn a_revoked_token_is_excluded_silently() {
 
 #[test]
 fn a_token_without_expiry_never_expires() {
-    let out = world()
-        .token(machine_token("a", "bot", "app"))
-        .secret(issued("a", "bot", &token_value(9)))
-        .compile();
+    let out = world().token(machine_token("a", "bot", "app")).secret(issued("a", "bot", &token_value(9))).compile();
     assert_eq!(out.token("a", "bot").map(|t| t.expires_at), Some(None));
 }
 
@@ -231,14 +193,8 @@ fn a_missing_token_policy_denies_the_token() {
         .token(machine_token("a", "bot", "app").policies(["ghost"]))
         .secret(issued("a", "bot", &token_value(11)))
         .compile();
-    let Some(t) = out.token("a", "bot") else {
-        panic!("{:#?}", out.diagnostics)
-    };
-    assert!(
-        t.denied
-            .as_deref()
-            .is_some_and(|m| m.contains("MachineToken a/bot") && m.contains("Policy a/ghost"))
-    );
+    let Some(t) = out.token("a", "bot") else { panic!("{:#?}", out.diagnostics) };
+    assert!(t.denied.as_deref().is_some_and(|m| m.contains("MachineToken a/bot") && m.contains("Policy a/ghost")));
     let d = out.only_diagnostic();
     assert_eq!((d.kind, d.reason), ("MachineToken", reason::POLICY_NOT_FOUND));
 }
@@ -248,9 +204,7 @@ fn tokens_are_sorted_by_digest() {
     let mut w = world();
     for n in 0..6u8 {
         let name = format!("t{n}");
-        w = w
-            .token(machine_token("a", &name, "app"))
-            .secret(issued("a", &name, &token_value(n)));
+        w = w.token(machine_token("a", &name, "app")).secret(issued("a", &name, &token_value(n)));
     }
     let out = w.compile();
     let digests: Vec<&str> = out.config.tokens.iter().map(|t| t.digest.as_str()).collect();
