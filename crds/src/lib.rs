@@ -24,7 +24,7 @@ pub mod service;
 pub mod token;
 
 pub use budget::{Budget, BudgetSpec, BudgetStatus};
-pub use compile::{Compiled, Diagnostic, Inputs, Severity, compile};
+pub use compile::{Compiled, Diagnostic, Inputs, Resources, Severity, compile};
 pub use config::GatewayConfig;
 pub use machine_token::{MachineToken, MachineTokenSpec, MachineTokenStatus};
 pub use policy::{Policy, PolicySpec, PolicyStatus};

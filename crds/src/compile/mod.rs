@@ -54,6 +54,38 @@ pub struct Inputs<'a> {
     pub secrets: &'a [Secret],
 }
 
+/// The resources and Secrets `compile()` reads, owned: what a config source (a folder of
+/// manifests, the operator's watch stores) collects before compiling.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    /// Provider resources.
+    pub providers: Vec<Provider>,
+    /// Service resources.
+    pub services: Vec<Service>,
+    /// MachineToken resources.
+    pub tokens: Vec<MachineToken>,
+    /// Policy resources.
+    pub policies: Vec<Policy>,
+    /// Budget resources.
+    pub budgets: Vec<Budget>,
+    /// Secrets.
+    pub secrets: Vec<Secret>,
+}
+
+impl Resources {
+    /// Borrows everything as [`Inputs`].
+    pub fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            providers: &self.providers,
+            services: &self.services,
+            tokens: &self.tokens,
+            policies: &self.policies,
+            budgets: &self.budgets,
+            secrets: &self.secrets,
+        }
+    }
+}
+
 /// What `compile()` produces.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Compiled {

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use uprox_crds::compile::Resources;
 use uprox_crds::{Budget, MachineToken, Policy, Provider, Service};
 
 /// The namespace given to documents that name none.
@@ -21,20 +22,10 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Everything read from one or more folders.
 #[derive(Debug, Default, Clone)]
-pub struct Resources {
-    /// Providers.
-    pub providers: Vec<Provider>,
-    /// Services.
-    pub services: Vec<Service>,
-    /// MachineTokens.
-    pub tokens: Vec<MachineToken>,
-    /// Policies.
-    pub policies: Vec<Policy>,
-    /// Budgets.
-    pub budgets: Vec<Budget>,
-    /// Secrets.
-    pub secrets: Vec<Secret>,
-    /// Documents skipped (other kinds), as `file: kind name`.
+pub struct Manifests {
+    /// The resources and Secrets, ready for `compile()`.
+    pub resources: Resources,
+    /// Documents skipped (other kinds), as `file: document N: apiVersion kind`.
     pub skipped: Vec<String>,
 }
 
@@ -79,7 +70,7 @@ pub fn fingerprint(dirs: &[&Path]) -> u64 {
 
 /// Reads every YAML file under `dir` into `into`. Returns one message per problem; on any
 /// problem the caller must not use the result.
-pub fn load_dir(dir: &Path, into: &mut Resources) -> Vec<String> {
+pub fn load_dir(dir: &Path, into: &mut Manifests) -> Vec<String> {
     let files = match yaml_files(dir) {
         Ok(f) => f,
         Err(e) => return vec![format!("{}: cannot read the folder: {e}", dir.display())],
@@ -95,7 +86,7 @@ pub fn load_dir(dir: &Path, into: &mut Resources) -> Vec<String> {
 }
 
 /// Parses the documents of one file.
-pub fn load_text(origin: &str, text: &str, into: &mut Resources, errors: &mut Vec<String>) {
+pub fn load_text(origin: &str, text: &str, into: &mut Manifests, errors: &mut Vec<String>) {
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = match Value::deserialize(document) {
             Ok(Value::Null) => continue,
@@ -110,12 +101,12 @@ pub fn load_text(origin: &str, text: &str, into: &mut Resources, errors: &mut Ve
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
         let here = format!("{origin}: document {}", index + 1);
         match (api_version.as_str(), kind.as_str()) {
-            (uprox_crds::API_VERSION, "Provider") => push(&here, value, &mut into.providers, errors),
-            (uprox_crds::API_VERSION, "Service") => push(&here, value, &mut into.services, errors),
-            (uprox_crds::API_VERSION, "MachineToken") => push(&here, value, &mut into.tokens, errors),
-            (uprox_crds::API_VERSION, "Policy") => push(&here, value, &mut into.policies, errors),
-            (uprox_crds::API_VERSION, "Budget") => push(&here, value, &mut into.budgets, errors),
-            ("v1", "Secret") => push(&here, value, &mut into.secrets, errors),
+            (uprox_crds::API_VERSION, "Provider") => push(&here, value, &mut into.resources.providers, errors),
+            (uprox_crds::API_VERSION, "Service") => push(&here, value, &mut into.resources.services, errors),
+            (uprox_crds::API_VERSION, "MachineToken") => push(&here, value, &mut into.resources.tokens, errors),
+            (uprox_crds::API_VERSION, "Policy") => push(&here, value, &mut into.resources.policies, errors),
+            (uprox_crds::API_VERSION, "Budget") => push(&here, value, &mut into.resources.budgets, errors),
+            ("v1", "Secret") => push(&here, value, &mut into.resources.secrets, errors),
             (api, k) if api.starts_with("uprox.dev/") => {
                 errors.push(format!("{here}: unknown uprox kind {k:?} in {api:?}; this gateway reads {} Provider, Service, MachineToken, Policy and Budget", uprox_crds::API_VERSION));
             }
@@ -198,8 +189,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn load(text: &str) -> (Resources, Vec<String>) {
-        let mut r = Resources::default();
+    fn load(text: &str) -> (Manifests, Vec<String>) {
+        let mut r = Manifests::default();
         let mut errors = Vec::new();
         load_text("test.yaml", text, &mut r, &mut errors);
         (r, errors)
@@ -213,9 +204,9 @@ mod tests {
              apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
         );
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(r.providers.len(), 1);
-        assert_eq!(r.providers[0].metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(r.secrets[0].metadata.namespace.as_deref(), Some("team"));
+        assert_eq!(r.resources.providers.len(), 1);
+        assert_eq!(r.resources.providers[0].metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(r.resources.secrets[0].metadata.namespace.as_deref(), Some("team"));
         assert_eq!(r.skipped.len(), 1);
     }
 

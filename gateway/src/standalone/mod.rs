@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use uprox_crds::compile::{Inputs, compile};
+use uprox_crds::compile::compile;
 
 use crate::app::Gateway;
 use crate::snapshot::Snapshot;
-use manifests::Resources;
+use manifests::Manifests;
 
 /// Where standalone mode reads and writes.
 #[derive(Debug, Clone)]
@@ -47,9 +47,9 @@ pub struct Loaded {
 /// Reads both folders, issues missing tokens, compiles and builds a snapshot. Any parse error
 /// or compile error refuses the whole load: the list says what to fix.
 pub fn load(options: &Options) -> Result<Loaded, Vec<String>> {
-    let mut config = Resources::default();
+    let mut config = Manifests::default();
     let mut errors = manifests::load_dir(&options.config_dir, &mut config);
-    let mut state = Resources::default();
+    let mut state = Manifests::default();
     if options.state_dir.exists() {
         errors.extend(manifests::load_dir(&options.state_dir, &mut state));
     }
@@ -57,29 +57,25 @@ pub fn load(options: &Options) -> Result<Loaded, Vec<String>> {
         return Err(errors);
     }
     // A Secret in the config folder wins over the state folder's of the same name.
-    let mut secrets = config.secrets;
-    for s in state.secrets {
-        if !secrets.iter().any(|c| c.metadata.namespace == s.metadata.namespace && c.metadata.name == s.metadata.name) {
-            secrets.push(s);
+    let mut resources = config.resources;
+    for s in state.resources.secrets {
+        if !resources
+            .secrets
+            .iter()
+            .any(|c| c.metadata.namespace == s.metadata.namespace && c.metadata.name == s.metadata.name)
+        {
+            resources.secrets.push(s);
         }
     }
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let issued = tokens::issue_missing(&config.tokens, &mut secrets, &options.state_dir, &now)
+    let issued = tokens::issue_missing(&resources.tokens, &mut resources.secrets, &options.state_dir, &now)
         .map_err(|e| vec![e.to_string()])?;
     for i in &issued {
         // Printed once, on stdout, for the person who started the gateway; never logged.
         let _ = writeln!(std::io::stdout(), "uprox: issued token for MachineToken {}: {}", i.token, i.plaintext);
     }
 
-    let inputs = Inputs {
-        providers: &config.providers,
-        services: &config.services,
-        tokens: &config.tokens,
-        policies: &config.policies,
-        budgets: &config.budgets,
-        secrets: &secrets,
-    };
-    let compiled = compile(&inputs);
+    let compiled = compile(&resources.inputs());
     let (fatal, warnings): (Vec<_>, Vec<_>) = compiled.diagnostics.iter().partition(|d| d.is_error());
     if !fatal.is_empty() {
         return Err(fatal.iter().map(ToString::to_string).collect());

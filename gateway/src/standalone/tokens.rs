@@ -171,9 +171,9 @@ mod tests {
             assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         }
         // Reloading the written manifest yields a current Secret: nothing new is issued.
-        let mut resources = crate::standalone::manifests::Resources::default();
+        let mut resources = crate::standalone::manifests::Manifests::default();
         assert!(crate::standalone::manifests::load_dir(dir.path(), &mut resources).is_empty());
-        let again = issue_missing(&[mt("a", 0)], &mut resources.secrets, dir.path(), "later").unwrap();
+        let again = issue_missing(&[mt("a", 0)], &mut resources.resources.secrets, dir.path(), "later").unwrap();
         assert!(again.is_empty());
     }
 
