@@ -15,6 +15,9 @@
 # Environment:
 #   BENCH_DURATION    wrk duration per run (default 10s)
 #   BENCH_MODEL       model named in the request body (default gpt-4o-mini)
+#   BENCH_TARGETS     which targets to run (default "direct nginx uprox")
+#   BENCH_MODES       which bodies (default "json sse")
+#   BENCH_CONNS       which connection counts (default "1 64")
 #   CARGO_TARGET_DIR  where cargo builds (default target/)
 set -euo pipefail
 
@@ -260,9 +263,9 @@ wait_for_http uprox-gateway "$GATEWAY_PID" "http://$GATEWAY_ADDR/readyz"
 log "uprox-gateway on $GATEWAY_ADDR"
 
 declare -A ADDR=([direct]=$MOCK_ADDR [nginx]=$NGINX_ADDR [uprox]=$GATEWAY_ADDR)
-TARGETS=(direct nginx uprox)
-MODES=(json sse)
-CONNS=(1 64)
+read -r -a TARGETS <<< "${BENCH_TARGETS:-direct nginx uprox}"
+read -r -a MODES <<< "${BENCH_MODES:-json sse}"
+read -r -a CONNS <<< "${BENCH_CONNS:-1 64}"
 
 # ---------------------------------------------------------------------------------------------
 # Request bodies and the wrk script.
