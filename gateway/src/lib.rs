@@ -12,6 +12,7 @@ pub mod error;
 pub mod handlers;
 pub mod policy;
 pub mod providers;
+pub mod relay;
 pub mod request_id;
 pub mod router;
 pub mod server;

@@ -14,8 +14,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use reqwest::Url;
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::error::GatewayError;
+use crate::relay::Relay;
 use crate::snapshot::ProviderEntry;
 
 /// Client headers forwarded upstream; everything else (notably `authorization`) is dropped.
@@ -91,7 +92,7 @@ fn relay(upstream: reqwest::Response) -> Response<Body> {
         headers.insert(&UPSTREAM_REQUEST_ID, v.clone());
     }
     let body: http::Response<reqwest::Body> = upstream.into();
-    let mut response = Response::new(body.into_body().map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    let mut response = Response::new(Relay::new(body.into_body()).boxed_unsync());
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
