@@ -1,5 +1,5 @@
 //! The gateway's shared state: the current [`Snapshot`] behind an atomic swap, the upstream HTTP
-//! client and the settings. Config sources call [`Gateway::install`]; the router reads one
+//! clients (one per thread) and the settings. Config sources call [`Gateway::install`]; the router reads one
 //! `Arc<Snapshot>` per request. Nothing here takes a lock on the request path.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::request_id::RequestIds;
 use crate::snapshot::Snapshot;
+use crate::upstream;
 
 /// Tunables fixed at start-up.
 #[derive(Debug, Clone)]
@@ -17,7 +18,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long to wait for an upstream connection.
     pub connect_timeout: Duration,
-    /// How long an upstream may stay silent mid-response.
+    /// How long an upstream may stay silent mid-response before the relay gives up.
     pub read_timeout: Duration,
     /// How long a provider listing may take before it is skipped.
     pub list_timeout: Duration,
@@ -34,17 +35,13 @@ impl Default for Settings {
     }
 }
 
-/// Could not start.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the upstream HTTP client: {0}")]
-pub struct StartError(#[from] reqwest::Error);
-
 /// The state every request shares.
 #[derive(Debug)]
 pub struct Gateway {
     snapshot: ArcSwapOption<Snapshot>,
-    /// The upstream client (connection pool, rustls).
-    pub client: reqwest::Client,
+    /// One upstream client per thread: with one runtime per thread (see `server::Workers`), a
+    /// pooled connection is then always driven by the thread that uses it.
+    clients: thread_local::ThreadLocal<upstream::Client>,
     /// Settings.
     pub settings: Settings,
     /// Request id source.
@@ -53,16 +50,20 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway with no config yet: it answers 503 until the first [`Gateway::install`].
-    pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
+    pub fn new(settings: Settings) -> Arc<Self> {
         // Idempotent: a second install (tests build several gateways) is refused and harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Arc::new(Self { snapshot: ArcSwapOption::empty(), client, settings, request_ids: RequestIds::new() }))
+        Arc::new(Self {
+            snapshot: ArcSwapOption::empty(),
+            clients: thread_local::ThreadLocal::new(),
+            settings,
+            request_ids: RequestIds::new(),
+        })
+    }
+
+    /// The upstream client of the current thread.
+    pub fn client(&self) -> &upstream::Client {
+        self.clients.get_or(|| upstream::client(self.settings.connect_timeout, Duration::from_secs(90)))
     }
 
     /// Swaps in a new snapshot. In-flight requests keep the one they started with.

@@ -18,3 +18,4 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod standalone;
+pub mod upstream;

@@ -27,6 +27,9 @@ struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "UPROX_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Serving threads (one single-threaded runtime and listener each). Default: one per core.
+    #[arg(long, env = "UPROX_WORKERS")]
+    workers: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "UPROX_LOG_JSON")]
     log_json: bool,
@@ -40,7 +43,9 @@ fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The control runtime: config loading and watching, signals. Requests are served on the
+    // worker threads (server::Workers), each with a runtime of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("uprox-gateway: cannot start the runtime: {e}");
@@ -52,13 +57,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     let settings = Settings { max_body_bytes: args.max_body_bytes, ..Settings::default() };
-    let gateway = match Gateway::new(settings) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("uprox-gateway: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let gateway = Gateway::new(settings);
     let options = standalone::Options {
         config_dir: args.config.clone(),
         state_dir: args.state.clone(),
@@ -80,18 +79,26 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let listener = match server::bind(args.listen).await {
-        Ok(l) => l,
+    let count = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = match server::Workers::start(gateway.clone(), args.listen, count, Duration::from_secs(30)) {
+        Ok(w) => w,
         Err(e) => {
             eprintln!("uprox-gateway: cannot listen on {}: {e}", args.listen);
             return ExitCode::FAILURE;
         }
     };
-    let local = listener.local_addr().unwrap_or(args.listen);
-    tracing::info!("uprox-gateway listening on http://{local} (standalone mode, config {})", args.config.display());
-    let watcher = tokio::spawn(standalone::watch(gateway.clone(), options));
-    server::serve(listener, gateway, shutdown_signal(), Duration::from_secs(30)).await;
+    tracing::info!(
+        "uprox-gateway listening on http://{} ({} workers, standalone mode, config {})",
+        workers.addr,
+        workers.count(),
+        args.config.display()
+    );
+    let watcher = tokio::spawn(standalone::watch(gateway, options));
+    shutdown_signal().await;
     watcher.abort();
+    // Joining blocks until in-flight requests drain; keep it off the runtime thread.
+    let _ = tokio::task::spawn_blocking(move || workers.stop_and_join()).await;
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 

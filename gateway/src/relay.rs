@@ -9,11 +9,15 @@
 //! to the scheduler (a deferred wake, run after the woken upstream connection task), collects
 //! whatever that produced, and releases the batch once a couple of rounds bring nothing new; it never waits for data that has not arrived, so a real
 //! token stream is relayed as promptly as before. A batch is capped at [`MAX_BATCH_BYTES`].
+//!
+//! It also ends a response whose upstream falls silent for longer than its idle timeout, so a
+//! stalled provider cannot hold a client connection forever.
 
 use std::collections::VecDeque;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -29,9 +33,19 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// a few microseconds; nothing waits for the network.
 const IDLE_YIELDS: u8 = 2;
 
+/// The upstream went silent for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?}")]
+pub struct IdleTimeout(pub Duration);
+
 /// See the module documentation.
 pub struct Relay<B> {
     inner: B,
+    /// Fires when the upstream sends nothing for `idle`; re-armed when frames arrive.
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// A frame arrived since the timer was last armed.
+    progressed: bool,
     queue: VecDeque<Frame<Bytes>>,
     queued_bytes: usize,
     /// Releasing a batch: hand out queued frames before polling the inner body again.
@@ -43,9 +57,19 @@ pub struct Relay<B> {
 }
 
 impl<B> Relay<B> {
-    /// Wraps an upstream body.
-    pub fn new(inner: B) -> Self {
-        Self { inner, queue: VecDeque::new(), queued_bytes: 0, releasing: false, idle_yields: 0, finished: None }
+    /// Wraps an upstream body that may stay silent for at most `idle` between frames.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            progressed: false,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            releasing: false,
+            idle_yields: 0,
+            finished: None,
+        }
     }
 
     fn release(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -85,6 +109,7 @@ where
                     this.queued_bytes += frame.data_ref().map_or(0, Bytes::len);
                     this.queue.push_back(frame);
                     this.idle_yields = 0;
+                    this.progressed = true;
                     if this.queued_bytes >= MAX_BATCH_BYTES {
                         return this.release();
                     }
@@ -97,7 +122,17 @@ where
                     this.finished = Some(None);
                     return this.release();
                 }
-                Poll::Pending if this.queue.is_empty() => return Poll::Pending,
+                Poll::Pending if this.queue.is_empty() => {
+                    // Waiting on the network: (re-)arm the idle timer once per wait, not per frame.
+                    if std::mem::take(&mut this.progressed) {
+                        this.timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                    }
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        this.finished = Some(Some(Box::new(IdleTimeout(this.idle))));
+                        return this.release();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Pending if this.idle_yields < IDLE_YIELDS => {
                     // Let the upstream connection task (which our read just woke) run first.
                     // A plain self-wake may be polled before it; tokio's yield defers our wake
@@ -138,6 +173,8 @@ mod tests {
 
     type Chunk = Result<Frame<Bytes>, BoxError>;
 
+    const IDLE: Duration = Duration::from_secs(60);
+
     /// A body fed by a channel, like hyper's client body.
     fn channel() -> (tokio::sync::mpsc::UnboundedSender<Chunk>, impl Body<Data = Bytes, Error = BoxError> + Unpin) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Chunk>();
@@ -152,14 +189,14 @@ mod tests {
     #[tokio::test]
     async fn passes_every_byte_in_order() {
         let frames: Vec<Chunk> = vec![data("a"), data("bc"), data("def")];
-        let body = Relay::new(StreamBody::new(futures_util::stream::iter(frames)));
+        let body = Relay::new(StreamBody::new(futures_util::stream::iter(frames)), IDLE);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdef");
     }
 
     #[tokio::test]
     async fn a_frame_is_released_without_waiting_for_the_next() {
         let (tx, inner) = channel();
-        let mut body = Relay::new(inner);
+        let mut body = Relay::new(inner, IDLE);
         tx.send(data("first")).unwrap();
         let first = tokio::time::timeout(std::time::Duration::from_secs(1), body.frame()).await;
         assert_eq!(first.unwrap().unwrap().unwrap().into_data().unwrap(), "first", "released while the stream is open");
@@ -171,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn frames_already_available_are_batched() {
         let (tx, inner) = channel();
-        let mut body = Relay::new(inner);
+        let mut body = Relay::new(inner, IDLE);
         for _ in 0..5 {
             tx.send(data("x")).unwrap();
         }
@@ -234,7 +271,7 @@ mod tests {
             rx.recv().await.map(|c| (c, rx))
         })));
         let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let body = Runs { inner: Relay::new(inner), current: 0, runs: runs.clone() };
+        let body = Runs { inner: Relay::new(inner, IDLE), current: 0, runs: runs.clone() };
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 20 * 5);
         let runs = runs.lock().unwrap().clone();
         assert!(runs.len() <= 3, "20 ready chunks should leave in very few writes, got runs {runs:?}");
@@ -243,7 +280,7 @@ mod tests {
     #[tokio::test]
     async fn errors_come_after_the_data_before_them() {
         let frames: Vec<Chunk> = vec![data("ok"), Err("boom".into())];
-        let mut body = Relay::new(StreamBody::new(futures_util::stream::iter(frames)));
+        let mut body = Relay::new(StreamBody::new(futures_util::stream::iter(frames)), IDLE);
         assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "ok");
         assert!(body.frame().await.unwrap().is_err());
         assert!(body.frame().await.is_none());
@@ -253,14 +290,27 @@ mod tests {
     async fn batches_are_bounded() {
         let big = Bytes::from(vec![b'x'; MAX_BATCH_BYTES / 2 + 1]);
         let frames: Vec<Chunk> = (0..4).map(|_| Ok(Frame::data(big.clone()))).collect();
-        let mut body = Relay::new(StreamBody::new(futures_util::stream::iter(frames)));
+        let mut body = Relay::new(StreamBody::new(futures_util::stream::iter(frames)), IDLE);
         let _ = body.frame().await;
         assert!(body.queued_bytes < MAX_BATCH_BYTES, "never holds more than one batch");
     }
 
-    #[test]
-    fn size_hint_is_the_inner_one_before_polling() {
-        let body = Relay::new(http_body_util::Full::new(Bytes::from_static(b"12345")).map_err(|never| match never {}));
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_upstream_ends_the_response() {
+        let (tx, inner) = channel();
+        let mut body = Relay::new(inner, Duration::from_secs(5));
+        tx.send(data("a")).unwrap();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
+        // Paused time advances to the timer: nothing more arrives, so the body fails.
+        let next = body.frame().await.unwrap();
+        assert!(next.unwrap_err().is::<IdleTimeout>());
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn size_hint_is_the_inner_one_before_polling() {
+        let body =
+            Relay::new(http_body_util::Full::new(Bytes::from_static(b"12345")).map_err(|never| match never {}), IDLE);
         assert_eq!(body.size_hint().exact(), Some(5));
     }
 }

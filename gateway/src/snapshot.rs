@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use http::HeaderValue;
-use reqwest::Url;
+use http::Uri;
 use uprox_crds::common::{ObjectId, Scope};
 use uprox_crds::config::{CONFIG_VERSION, GatewayConfig, KeyMaterial, PolicyConfig, ProviderConfig};
 use uprox_crds::provider::ProviderType;
@@ -83,9 +83,9 @@ pub struct ProviderEntry {
     /// Its keys, highest priority first.
     pub keys: Vec<KeyEntry>,
     /// `{base}/chat/completions`, for OpenAI-shaped providers.
-    pub chat_url: Option<Url>,
+    pub chat_url: Option<Uri>,
     /// `{base}/models`, for OpenAI-shaped providers.
-    pub models_url: Option<Url>,
+    pub models_url: Option<Uri>,
 }
 
 impl ProviderEntry {
@@ -252,14 +252,22 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
         keys.push(KeyEntry { label: key.label.clone(), auth });
     }
     let openai_shaped = matches!(config.provider_type, ProviderType::Openai | ProviderType::OpenaiCompatible);
-    let url = |suffix: &str| -> Result<Option<Url>, SnapshotError> {
+    let url = |suffix: &str| -> Result<Option<Uri>, SnapshotError> {
         if !openai_shaped {
             return Ok(None);
         }
         let text = format!("{}/{suffix}", config.base_url.trim_end_matches('/'));
-        Url::parse(&text).map(Some).map_err(|e| {
-            SnapshotError::Invalid(format!("Provider {} has an invalid base URL {:?}: {e}", config.id, config.base_url))
-        })
+        let invalid = |why: String| {
+            SnapshotError::Invalid(format!(
+                "Provider {} has an invalid base URL {:?}: {why}",
+                config.id, config.base_url
+            ))
+        };
+        let uri: Uri = text.parse().map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http" | "https"), Some(_)) => Ok(Some(uri)),
+            _ => Err(invalid("it must be an absolute http:// or https:// URL".to_owned())),
+        }
     };
     Ok(ProviderEntry { config: config.clone(), keys, chat_url: url("chat/completions")?, models_url: url("models")? })
 }

@@ -246,3 +246,28 @@ async fn models_lists_exact_names_and_upstream_listings_within_the_allowlist() {
     assert_eq!(ids, ["mock-1", "mock-2"]);
     assert_eq!(upstream.seen.lock().unwrap().iter().filter(|s| s.path == "/v1/models").count(), 1);
 }
+
+#[tokio::test]
+async fn worker_threads_share_one_address_and_stop_cleanly() {
+    let upstream = Upstream::openai_like().await;
+    let h = Harness::start(&manifests(&upstream.base_url())).await;
+    let workers = uprox_gateway::server::Workers::start(
+        h.gateway.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        3,
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(workers.count(), 3);
+    assert_ne!(workers.addr.port(), 0, "port 0 is resolved to the real port");
+    let url = format!("http://{}/v1/chat/completions", workers.addr);
+    // Separate clients open separate connections, which the kernel spreads over the workers.
+    for _ in 0..12 {
+        let r = reqwest::Client::new().post(&url).bearer_auth(TOKEN).body(CHAT).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let addr = workers.addr;
+    tokio::task::spawn_blocking(move || workers.stop_and_join()).await.unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing listens after stop");
+}

@@ -42,9 +42,17 @@ pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Resul
     match provider.kind() {
         ProviderType::Mock => mock::respond(&body, None),
         ProviderType::Openai | ProviderType::OpenaiCompatible => {
-            let url = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
-            openai::forward(&ctx.gateway.client, provider, route.key, url, body.clone(), &parts.headers, ctx.request_id)
-                .await
+            let uri = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
+            let call = openai::Call {
+                client: ctx.gateway.client(),
+                provider,
+                key: route.key,
+                uri,
+                request_id: ctx.request_id,
+                idle_timeout: ctx.gateway.settings.read_timeout,
+            };
+            // A reference-counted handle: `model` above still borrows the buffer.
+            openai::forward(call, body.clone(), &parts.headers).await
         }
         ProviderType::Anthropic | ProviderType::Azure => Err(GatewayError::Unsupported(provider.kind().as_str())),
     }

@@ -66,8 +66,17 @@ async fn models_of(ctx: &Context<'_>, provider: &ProviderEntry) -> Vec<String> {
         provider.config.models.iter().filter(|p| !p.parts().1).map(|p| p.as_str().to_owned()).collect();
     let has_globs = exact.len() < provider.config.models.len();
     match provider.kind() {
-        ProviderType::Openai | ProviderType::OpenaiCompatible if has_globs => {
-            match openai::list_models(&ctx.gateway.client, provider, ctx.gateway.settings.list_timeout).await {
+        ProviderType::Openai | ProviderType::OpenaiCompatible if has_globs && provider.models_url.is_some() => {
+            let Some(uri) = provider.models_url.as_ref() else { return exact };
+            let call = openai::Call {
+                client: ctx.gateway.client(),
+                provider,
+                key: if provider.keys.is_empty() { None } else { Some(0) },
+                uri,
+                request_id: ctx.request_id,
+                idle_timeout: ctx.gateway.settings.list_timeout,
+            };
+            match openai::list_models(call).await {
                 Ok(mut ids) => {
                     ids.extend(exact);
                     ids

@@ -163,7 +163,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::write(dir.path().join("config/all.yaml"), yaml).unwrap();
-        let gateway = Gateway::new(settings).unwrap();
+        let gateway = Gateway::new(settings);
         let options = Self::options_for(&dir);
         standalone::load_and_install(&gateway, &options).expect("test config must load");
         let watcher = tokio::spawn(standalone::watch(gateway.clone(), options));
