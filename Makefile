@@ -1,12 +1,12 @@
 # The one command surface for people, the README and CI (.ci/run calls `make test`).
 #
 #   make run              the gateway in standalone mode on config/samples, on 127.0.0.1:8080
-#   make test             every test: fmt check, clippy, cargo test, the OpenAI SDK suite
+#   make test             every test: fmt check, clippy, cargo test, the SDK suite, manifest checks
 #   make fmt / lint       format the code / clippy with warnings as errors
 #   make generate         write the CRD YAML under crds/ from the Rust types
 #   make check-generated  fail when the committed CRD YAML differs from the types
 #   make bench            uprox vs nginx vs direct upstream (bench/run.sh; BENCH_DURATION=10s)
-#   make sdk              only the OpenAI SDK suite (tests/sdk/run.sh)
+#   make sdk              the OpenAI SDK suite and the offline manifest checks (tests/sdk/run.sh)
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c

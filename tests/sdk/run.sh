@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the end-to-end suite with the real OpenAI Python SDK against the standalone gateway.
+# Runs the end-to-end suite with the real OpenAI Python SDK against the standalone gateway, and
+# the offline checks of the CRDs and sample manifests (tests/manifests).
 #
 # Creates .venv at the repository root when it is missing, installs the client libraries into
 # it, builds the gateway (debug) and runs pytest on tests/sdk. Extra arguments go to pytest.
@@ -33,7 +34,7 @@ fi
 
 log "installing test dependencies"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    'openai>=1.50' 'pytest>=7' 'pyyaml>=6'
+    'openai>=1.50' 'pytest>=7' 'pyyaml>=6' 'jsonschema>=4' 'kubernetes-validate>=1.30'
 
 log "building uprox-gateway (debug)"
 cargo build --quiet -p uprox-gateway --bins
@@ -41,4 +42,4 @@ cargo build --quiet -p uprox-gateway --bins
 export UPROX_GATEWAY_BIN="$TARGET_DIR/debug/uprox-gateway"
 [[ -x $UPROX_GATEWAY_BIN ]] || { log "no $UPROX_GATEWAY_BIN after the build"; exit 1; }
 
-exec "$VENV/bin/python" -m pytest tests/sdk -p no:cacheprovider "$@"
+exec "$VENV/bin/python" -m pytest tests/sdk tests/manifests -p no:cacheprovider "$@"
