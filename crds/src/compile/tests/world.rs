@@ -7,22 +7,29 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::budget::Budget;
 use crate::common::ObjectId;
-use crate::compile::{Compiled, Diagnostic, Inputs, compile};
+use crate::compile::{Compiled, Diagnostic, Resources, compile};
 use crate::config::{BudgetConfig, PolicyConfig, ProviderConfig, ServiceConfig, TokenConfig};
 use crate::machine_token::MachineToken;
 use crate::policy::Policy;
 use crate::provider::Provider;
 use crate::service::Service;
 
-/// A set of resources and Secrets, compiled with [`World::compile`].
+/// A set of resources and Secrets, compiled with [`World::compile`]; its fields are those of
+/// [`Resources`] (through `Deref`).
 #[derive(Clone, Debug, Default)]
-pub struct World {
-    pub providers: Vec<Provider>,
-    pub services: Vec<Service>,
-    pub tokens: Vec<MachineToken>,
-    pub policies: Vec<Policy>,
-    pub budgets: Vec<Budget>,
-    pub secrets: Vec<Secret>,
+pub struct World(Resources);
+
+impl std::ops::Deref for World {
+    type Target = Resources;
+    fn deref(&self) -> &Resources {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Resources {
+        &mut self.0
+    }
 }
 
 impl World {
@@ -54,14 +61,7 @@ impl World {
         self
     }
     pub fn compile(&self) -> Compiled {
-        compile(&Inputs {
-            providers: &self.providers,
-            services: &self.services,
-            tokens: &self.tokens,
-            policies: &self.policies,
-            budgets: &self.budgets,
-            secrets: &self.secrets,
-        })
+        compile(&self.inputs())
     }
 }
 
