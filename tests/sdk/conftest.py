@@ -38,6 +38,30 @@ ISSUED_RE = re.compile(r"uprox: issued token for MachineToken ([^/\s]+)/(\S+): (
 TOKEN_RE = re.compile(r"^uprox_live_[A-Za-z0-9_-]{43}$")
 
 
+# A loopback port where nothing listens: a test that reaches a real provider by mistake gets a
+# refused connection here instead of sending traffic off the machine.
+OFFLINE_UPSTREAM = "http://127.0.0.1:9/v1"
+
+
+def keep_upstreams_on_loopback(config: pathlib.Path) -> None:
+    """Points every non-mock Provider of the copied samples at OFFLINE_UPSTREAM.
+
+    The samples include a real `openai` Provider; listing models would otherwise make the gateway
+    contact api.openai.com. Tests only ever talk to 127.0.0.1.
+    """
+    for path in config.rglob("*.y*ml"):
+        docs = list(yaml.safe_load_all(path.read_text()))
+        changed = False
+        for doc in docs:
+            if doc and doc.get("kind") == "Provider" and doc.get("spec", {}).get("type") != "mock":
+                doc["spec"]["baseUrl"] = OFFLINE_UPSTREAM
+                for key in doc["spec"].get("keys", []):
+                    key.pop("endpoint", None)
+                changed = True
+        if changed:
+            path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
 def gateway_binary() -> pathlib.Path:
     explicit = os.environ.get("UPROX_GATEWAY_BIN")
     if explicit:
@@ -139,6 +163,7 @@ def gateway() -> Iterator[Gateway]:
         config = pathlib.Path(tmp) / "config"
         state = pathlib.Path(tmp) / "state"
         shutil.copytree(SAMPLES, config)
+        keep_upstreams_on_loopback(config)
         state.mkdir()
         env = dict(os.environ, NO_COLOR="1")
         proc = subprocess.Popen(
