@@ -8,11 +8,14 @@
 
 use std::collections::HashMap;
 
-use http::HeaderValue;
 use http::Uri;
+use http::{HeaderName, HeaderValue};
 use uprox_crds::common::{ObjectId, Scope};
 use uprox_crds::config::{CONFIG_VERSION, GatewayConfig, KeyMaterial, PolicyConfig, ProviderConfig};
 use uprox_crds::provider::ProviderType;
+
+/// The `anthropic-version` sent to Anthropic.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Why a config was refused. The last good snapshot keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +68,9 @@ pub struct ServiceEntry {
 pub struct KeyEntry {
     /// The label.
     pub label: String,
-    /// `Bearer <key>` (or the raw key for providers that use another header), marked sensitive.
+    /// The header the provider reads its key from: `authorization`, `x-api-key` or `api-key`.
+    pub header: HeaderName,
+    /// Its value (`Bearer <key>` or the bare key), marked sensitive.
     pub auth: HeaderValue,
 }
 
@@ -82,10 +87,13 @@ pub struct ProviderEntry {
     pub config: ProviderConfig,
     /// Its keys, highest priority first.
     pub keys: Vec<KeyEntry>,
-    /// `{base}/chat/completions`, for OpenAI-shaped providers.
+    /// Where a chat completion goes: `{base}/chat/completions` for OpenAI-shaped providers,
+    /// `{base}/v1/messages` for Anthropic; none for providers without an HTTP upstream.
     pub chat_url: Option<Uri>,
-    /// `{base}/models`, for OpenAI-shaped providers.
+    /// The model listing: `{base}/models`, or `{base}/v1/models` for Anthropic.
     pub models_url: Option<Uri>,
+    /// Headers every request to this provider carries (for example `anthropic-version`).
+    pub fixed_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ProviderEntry {
@@ -239,23 +247,20 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
         let value = material
             .get(&key.id)
             .ok_or_else(|| SnapshotError::Dangling(format!("no key material for key {}", key.id)))?;
-        let rendered = match config.provider_type {
-            ProviderType::Anthropic | ProviderType::Azure => value.expose().to_owned(),
+        let (header, rendered) = match config.provider_type {
+            ProviderType::Anthropic => (HeaderName::from_static("x-api-key"), value.expose().to_owned()),
+            ProviderType::Azure => (HeaderName::from_static("api-key"), value.expose().to_owned()),
             ProviderType::Openai | ProviderType::OpenaiCompatible | ProviderType::Mock => {
-                format!("Bearer {}", value.expose())
+                (http::header::AUTHORIZATION, format!("Bearer {}", value.expose()))
             }
         };
         let mut auth = HeaderValue::from_str(&rendered).map_err(|_| {
             SnapshotError::Invalid(format!("key {} contains characters not allowed in an HTTP header", key.id))
         })?;
         auth.set_sensitive(true);
-        keys.push(KeyEntry { label: key.label.clone(), auth });
+        keys.push(KeyEntry { label: key.label.clone(), header, auth });
     }
-    let openai_shaped = matches!(config.provider_type, ProviderType::Openai | ProviderType::OpenaiCompatible);
     let url = |suffix: &str| -> Result<Option<Uri>, SnapshotError> {
-        if !openai_shaped {
-            return Ok(None);
-        }
         let text = format!("{}/{suffix}", config.base_url.trim_end_matches('/'));
         let invalid = |why: String| {
             SnapshotError::Invalid(format!(
@@ -269,7 +274,16 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
             _ => Err(invalid("it must be an absolute http:// or https:// URL".to_owned())),
         }
     };
-    Ok(ProviderEntry { config: config.clone(), keys, chat_url: url("chat/completions")?, models_url: url("models")? })
+    let (chat_url, models_url, fixed_headers) = match config.provider_type {
+        ProviderType::Openai | ProviderType::OpenaiCompatible => (url("chat/completions")?, url("models")?, Vec::new()),
+        ProviderType::Anthropic => (
+            url("v1/messages")?,
+            url("v1/models")?,
+            vec![(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(ANTHROPIC_VERSION))],
+        ),
+        ProviderType::Azure | ProviderType::Mock => (None, None, Vec::new()),
+    };
+    Ok(ProviderEntry { config: config.clone(), keys, chat_url, models_url, fixed_headers })
 }
 
 #[cfg(test)]

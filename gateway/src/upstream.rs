@@ -10,10 +10,18 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::error::GatewayError;
+use crate::snapshot::ProviderEntry;
+
+static CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A pooled upstream client.
 pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -39,4 +47,61 @@ pub fn client(connect_timeout: Duration, idle_timeout: Duration) -> Client {
 /// A short, key-free description of a client error, for the caller.
 pub fn describe(error: &hyper_util::client::legacy::Error) -> &'static str {
     if error.is_connect() { "connection failed" } else { "the request could not be completed" }
+}
+
+/// One upstream call: which client, provider, key and URI.
+pub struct Call<'a> {
+    /// The client of this thread.
+    pub client: &'a Client,
+    /// Where to.
+    pub provider: &'a ProviderEntry,
+    /// Index of the key to use.
+    pub key: Option<usize>,
+    /// The URI.
+    pub uri: &'a Uri,
+    /// This request's id, passed on as `x-client-request-id`.
+    pub request_id: &'a HeaderValue,
+    /// How long a streaming upstream may stay silent.
+    pub idle_timeout: Duration,
+}
+
+impl Call<'_> {
+    /// A request to the call's URI with the provider's key and fixed headers.
+    pub fn request(&self, method: Method, body: Bytes) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::CONTENT_TYPE, JSON.clone());
+        headers.insert(&CLIENT_REQUEST_ID, self.request_id.clone());
+        for (name, value) in &self.provider.fixed_headers {
+            headers.insert(name, value.clone());
+        }
+        if let Some(k) = self.key.and_then(|k| self.provider.keys.get(k)) {
+            headers.insert(&k.header, k.auth.clone());
+        }
+        request
+    }
+
+    /// Sends a request, waiting at most the provider's timeout for the response headers.
+    /// Transport failures become 502/504; the provider refusing *our* key (401/403) becomes 502
+    /// without its body, which can quote the key.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+        let timeout = self.provider.config.timeout_seconds;
+        let response =
+            match tokio::time::timeout(Duration::from_secs(u64::from(timeout)), self.client.request(request)).await {
+                Err(_) => return Err(GatewayError::UpstreamTimeout(timeout)),
+                Ok(Err(e)) => {
+                    tracing::warn!(provider = %self.provider.config.id, error = %e, "upstream request failed");
+                    return Err(GatewayError::UpstreamUnavailable(describe(&e).to_owned()));
+                }
+                Ok(Ok(r)) => r,
+            };
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            tracing::error!(provider = %self.provider.config.id, status = status.as_u16(), "upstream rejected the provider key");
+            return Err(GatewayError::UpstreamRejectedKey(status.as_u16()));
+        }
+        Ok(response)
+    }
 }

@@ -14,6 +14,7 @@ use crate::error::GatewayError;
 use crate::policy;
 use crate::providers::{mock, openai};
 use crate::router::Context;
+use crate::upstream;
 
 /// The only fields the gateway reads on the passthrough path. Unknown fields are skipped by
 /// the parser without being stored; the original bytes are what goes upstream.
@@ -43,7 +44,7 @@ pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Resul
         ProviderType::Mock => mock::respond(&body, None),
         ProviderType::Openai | ProviderType::OpenaiCompatible => {
             let uri = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
-            let call = openai::Call {
+            let call = upstream::Call {
                 client: ctx.gateway.client(),
                 provider,
                 key: route.key,

@@ -1,5 +1,5 @@
 //! `GET /v1/models`: the models the caller may use, in OpenAI's list shape. Providers with exact
-//! model names answer from the config; OpenAI-shaped providers whose patterns are globs are asked
+//! model names answer from the config; OpenAI-shaped and Anthropic providers whose patterns are globs are asked
 //! upstream, concurrently and under a timeout, and a provider that fails is skipped and logged.
 //! Every entry passes the caller's provider and model allowlists; ids are de-duplicated.
 
@@ -15,6 +15,7 @@ use crate::policy;
 use crate::providers::openai;
 use crate::router::Context;
 use crate::snapshot::ProviderEntry;
+use crate::upstream;
 
 #[derive(Serialize)]
 struct Model<'a> {
@@ -66,9 +67,9 @@ async fn models_of(ctx: &Context<'_>, provider: &ProviderEntry) -> Vec<String> {
         provider.config.models.iter().filter(|p| !p.parts().1).map(|p| p.as_str().to_owned()).collect();
     let has_globs = exact.len() < provider.config.models.len();
     match provider.kind() {
-        ProviderType::Openai | ProviderType::OpenaiCompatible if has_globs && provider.models_url.is_some() => {
+        ProviderType::Openai | ProviderType::OpenaiCompatible | ProviderType::Anthropic if has_globs => {
             let Some(uri) = provider.models_url.as_ref() else { return exact };
-            let call = openai::Call {
+            let call = upstream::Call {
                 client: ctx.gateway.client(),
                 provider,
                 key: if provider.keys.is_empty() { None } else { Some(0) },
