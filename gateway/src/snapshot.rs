@@ -14,9 +14,6 @@ use uprox_crds::common::{ObjectId, Scope};
 use uprox_crds::config::{CONFIG_VERSION, GatewayConfig, KeyMaterial, PolicyConfig, ProviderConfig};
 use uprox_crds::provider::ProviderType;
 
-/// The `anthropic-version` sent to Anthropic.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
-
 /// Why a config was refused. The last good snapshot keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -279,7 +276,10 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
         ProviderType::Anthropic => (
             url("v1/messages")?,
             url("v1/models")?,
-            vec![(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(ANTHROPIC_VERSION))],
+            vec![(
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static(crate::providers::anthropic::API_VERSION),
+            )],
         ),
         ProviderType::Azure | ProviderType::Mock => (None, None, Vec::new()),
     };

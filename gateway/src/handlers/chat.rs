@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: reads the body under the size limit, peeks at `model` without
 //! copying the rest, routes the model to a provider the caller may use, applies the allowlists
-//! and hands the untouched body to the provider's wire format.
+//! and hands the body to the provider's wire format: untouched for OpenAI-shaped upstreams,
+//! translated for Anthropic, answered in-process by the mock.
 
 use std::borrow::Cow;
 
@@ -12,7 +13,7 @@ use uprox_crds::provider::ProviderType;
 use crate::body::{Body, read_limited};
 use crate::error::GatewayError;
 use crate::policy;
-use crate::providers::{mock, openai};
+use crate::providers::{anthropic, mock, openai};
 use crate::router::Context;
 use crate::upstream;
 
@@ -40,22 +41,25 @@ pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Resul
     policy::allows_provider(snapshot, &ctx.caller, provider)?;
     policy::allows_model(snapshot, &ctx.caller, model)?;
 
+    if provider.kind() == ProviderType::Mock {
+        return mock::respond(&body, None);
+    }
+    let uri = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
+    let call = upstream::Call {
+        client: ctx.gateway.client(),
+        provider,
+        key: route.key,
+        uri,
+        request_id: ctx.request_id,
+        idle_timeout: ctx.gateway.settings.read_timeout,
+    };
     match provider.kind() {
-        ProviderType::Mock => mock::respond(&body, None),
+        // A reference-counted handle: `model` above still borrows the buffer.
         ProviderType::Openai | ProviderType::OpenaiCompatible => {
-            let uri = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
-            let call = upstream::Call {
-                client: ctx.gateway.client(),
-                provider,
-                key: route.key,
-                uri,
-                request_id: ctx.request_id,
-                idle_timeout: ctx.gateway.settings.read_timeout,
-            };
-            // A reference-counted handle: `model` above still borrows the buffer.
             openai::forward(call, body.clone(), &parts.headers).await
         }
-        ProviderType::Anthropic | ProviderType::Azure => Err(GatewayError::Unsupported(provider.kind().as_str())),
+        ProviderType::Anthropic => anthropic::forward::forward(call, &body).await,
+        ProviderType::Azure | ProviderType::Mock => Err(GatewayError::Unsupported(provider.kind().as_str())),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Provider wire formats. Each submodule speaks one upstream protocol; the handlers pick one by
 //! the resolved provider's type.
 
+pub mod anthropic;
 pub mod mock;
 pub mod openai;

@@ -33,6 +33,7 @@ pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
 pub struct Seen {
     pub path: String,
     pub authorization: Option<String>,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -65,8 +66,9 @@ impl Upstream {
                             let path = r.uri().path().to_owned();
                             let authorization =
                                 r.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
+                            let headers = r.headers().clone();
                             let body = r.into_body().collect().await.unwrap().to_bytes();
-                            let s = Seen { path, authorization, body };
+                            let s = Seen { path, authorization, headers, body };
                             log.lock().unwrap().push(s.clone());
                             Ok::<_, Infallible>(handler(s).await)
                         }

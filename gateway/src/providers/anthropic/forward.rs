@@ -1,0 +1,119 @@
+//! Anthropic over HTTP: translates the client's chat completion, sends it to `/v1/messages`
+//! with the provider's `x-api-key` and `anthropic-version`, and translates what comes back — a
+//! whole message, an SSE stream (event by event, through [`Translate`]), or an error (with its
+//! `retry-after` kept). The translations themselves are the pure functions of this module's
+//! siblings.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, header};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::{BodyExt as _, Limited};
+
+use super::{StreamTranslator, translate_error, translate_request, translate_response};
+use crate::body::{Body, BoxError, full};
+use crate::error::GatewayError;
+use crate::relay::Relay;
+use crate::upstream::Call;
+
+/// Largest non-streamed Anthropic answer read (or error body).
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Sends one chat completion to Anthropic and answers in OpenAI's shape.
+pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body>, GatewayError> {
+    let translated = translate_request(client_body)?;
+    let request = call.request(Method::POST, translated.body);
+    let (parts, incoming) = call.send(request).await?.into_parts();
+    let body = Relay::new(incoming, call.idle_timeout);
+
+    if !parts.status.is_success() {
+        let bytes = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let (status, error) = translate_error(parts.status.as_u16(), &bytes);
+        let mut response = json_response(error);
+        *response.status_mut() = status;
+        if let Some(retry_after) = parts.headers.get(header::RETRY_AFTER) {
+            response.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
+        }
+        return Ok(response);
+    }
+
+    if translated.stream {
+        let translator = StreamTranslator::new(&translated.model, translated.include_usage);
+        let mut response = Response::new(Translate::new(body, translator).boxed_unsync());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(response);
+    }
+
+    let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| GatewayError::UpstreamUnavailable(format!("the answer could not be read: {e}")))?
+        .to_bytes();
+    Ok(json_response(translate_response(&bytes, &translated.model)?))
+}
+
+fn json_response(body: Bytes) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A body that turns Anthropic SSE bytes into OpenAI chunk events as they arrive.
+pub struct Translate<B> {
+    inner: B,
+    translator: StreamTranslator,
+    ready: VecDeque<Bytes>,
+    /// The upstream body ended; `Some(error)` when it broke.
+    ended: Option<Option<BoxError>>,
+}
+
+impl<B> Translate<B> {
+    /// Wraps an upstream body.
+    pub fn new(inner: B, translator: StreamTranslator) -> Self {
+        Self { inner, translator, ready: VecDeque::new(), ended: None }
+    }
+}
+
+impl<B> HttpBody for Translate<B>
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(event) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(event))));
+            }
+            if let Some(ended) = this.ended.as_mut() {
+                // The translator's closing events are out; a transport error, if any, ends the
+                // response abnormally so the client cannot take it for a complete one.
+                return Poll::Ready(ended.take().map(Err));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.ready.extend(this.translator.push(&data));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "Anthropic stream broke off");
+                    this.ready.extend(this.translator.finish());
+                    this.ended = Some(Some(e));
+                }
+                Poll::Ready(None) => {
+                    this.ready.extend(this.translator.finish());
+                    this.ended = Some(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

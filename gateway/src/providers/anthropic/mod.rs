@@ -1,0 +1,161 @@
+//! Anthropic's native Messages API (`POST /v1/messages`) behind the OpenAI Chat Completions
+//! surface: pure translation of requests, responses, SSE streams and errors, with no IO. The
+//! HTTP call around them is [`forward`]; the translations themselves only rewrite bodies.
+//!
+//! Anything a client asks for that Anthropic cannot honour is refused with a 400 naming the
+//! parameter rather than dropped, so a client never gets silently different behaviour. Unknown
+//! top-level fields are ignored for forward-compatibility and never forwarded.
+//!
+//! - [`request`]: OpenAI `chat.completions` request → Anthropic `messages` request.
+//! - [`response`]: Anthropic message → OpenAI `chat.completion`.
+//! - [`stream`]: Anthropic SSE events → OpenAI `chat.completion.chunk` events.
+//! - [`error`]: Anthropic error responses → gateway status and OpenAI-shaped error bodies.
+//! - [`forward`]: the HTTP call around them.
+
+pub mod error;
+pub mod forward;
+mod messages;
+pub mod request;
+pub mod response;
+pub mod stream;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+pub use error::translate_error;
+pub use request::translate_request;
+pub use response::{response_usage, translate_response};
+pub use stream::StreamTranslator;
+
+/// The `anthropic-version` header value the translation is written against.
+pub const API_VERSION: &str = "2023-06-01";
+/// Anthropic requires `max_tokens`; this is sent when the client sets neither `max_tokens` nor
+/// `max_completion_tokens`.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// A translated request, ready to send to `/v1/messages`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    /// The Anthropic request body.
+    pub body: bytes::Bytes,
+    /// Whether the client asked for a stream (`stream: true`, also set in `body`).
+    pub stream: bool,
+    /// `stream_options.include_usage`: whether the client wants a final usage chunk. Not sent
+    /// upstream; pass it to [`StreamTranslator::new`].
+    pub include_usage: bool,
+    /// The model the client asked for, to echo back in responses.
+    pub model: String,
+}
+
+/// Token usage of one completion, in OpenAI's terms plus the cache-write count Anthropic bills
+/// separately.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All input tokens: uncached input + cache reads + cache writes.
+    pub prompt_tokens: u64,
+    /// Output tokens.
+    pub completion_tokens: u64,
+    /// Input tokens read from the prompt cache (`cache_read_input_tokens`).
+    pub cached_tokens: u64,
+    /// Input tokens written to the prompt cache (`cache_creation_input_tokens`).
+    pub cache_creation_tokens: u64,
+}
+
+/// The parts of Anthropic's `usage` object, each kept apart so a stream can update them one by
+/// one (`message_start` carries input counts, `message_delta` the output count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RawUsage {
+    input: u64,
+    output: u64,
+    cache_read: u64,
+    cache_creation: u64,
+}
+
+impl RawUsage {
+    /// Overwrites the counts present in an Anthropic `usage` object; absent ones are kept.
+    fn update(&mut self, usage: &Value) {
+        let field = |name: &str| usage.get(name).and_then(Value::as_u64);
+        if let Some(n) = field("input_tokens") {
+            self.input = n;
+        }
+        if let Some(n) = field("output_tokens") {
+            self.output = n;
+        }
+        if let Some(n) = field("cache_read_input_tokens") {
+            self.cache_read = n;
+        }
+        if let Some(n) = field("cache_creation_input_tokens") {
+            self.cache_creation = n;
+        }
+    }
+
+    fn usage(self) -> Usage {
+        Usage {
+            prompt_tokens: self.input + self.cache_read + self.cache_creation,
+            completion_tokens: self.output,
+            cached_tokens: self.cache_read,
+            cache_creation_tokens: self.cache_creation,
+        }
+    }
+}
+
+impl Usage {
+    /// OpenAI's `usage` object.
+    pub fn to_openai(self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        })
+    }
+}
+
+/// Anthropic `stop_reason` → OpenAI `finish_reason`. Reasons newer than this code read as
+/// `stop`: the turn did end, and `stop` is the answer clients handle best.
+fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// OpenAI's completion id for an Anthropic message id.
+fn completion_id(message_id: &str) -> String {
+    format!("chatcmpl-{message_id}")
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_tokens_include_cache_reads_and_writes() {
+        let mut raw = RawUsage::default();
+        raw.update(&json!({"input_tokens": 10, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}));
+        raw.update(&json!({"output_tokens": 7}));
+        let usage = raw.usage();
+        assert_eq!(
+            usage,
+            Usage { prompt_tokens: 115, completion_tokens: 7, cached_tokens: 100, cache_creation_tokens: 5 }
+        );
+        assert_eq!(usage.to_openai()["total_tokens"], 122);
+    }
+
+    #[test]
+    fn stop_reasons() {
+        assert_eq!(finish_reason("end_turn"), "stop");
+        assert_eq!(finish_reason("stop_sequence"), "stop");
+        assert_eq!(finish_reason("max_tokens"), "length");
+        assert_eq!(finish_reason("tool_use"), "tool_calls");
+        assert_eq!(finish_reason("refusal"), "content_filter");
+        assert_eq!(finish_reason("pause_turn"), "stop");
+    }
+}
