@@ -7,6 +7,7 @@
 //! watch anything; config sources hand it values.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Uri;
 use http::{HeaderName, HeaderValue};
@@ -69,6 +70,21 @@ pub struct KeyEntry {
     pub header: HeaderName,
     /// Its value (`Bearer <key>` or the bare key), marked sensitive.
     pub auth: HeaderValue,
+    /// Unix milliseconds until which the key is skipped after a failure (0: healthy). Runtime
+    /// state: a config reload builds fresh entries, so a reload forgets cool-downs.
+    cooldown_until_ms: AtomicU64,
+}
+
+impl KeyEntry {
+    /// Whether the key is cooling down at `now_ms`.
+    pub fn cooling(&self, now_ms: u64) -> bool {
+        self.cooldown_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Skips the key until `until_ms`.
+    pub fn cool_down(&self, until_ms: u64) {
+        self.cooldown_until_ms.fetch_max(until_ms, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for KeyEntry {
@@ -255,7 +271,7 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
             SnapshotError::Invalid(format!("key {} contains characters not allowed in an HTTP header", key.id))
         })?;
         auth.set_sensitive(true);
-        keys.push(KeyEntry { label: key.label.clone(), header, auth });
+        keys.push(KeyEntry { label: key.label.clone(), header, auth, cooldown_until_ms: AtomicU64::new(0) });
     }
     let url = |suffix: &str| -> Result<Option<Uri>, SnapshotError> {
         let text = format!("{}/{suffix}", config.base_url.trim_end_matches('/'));

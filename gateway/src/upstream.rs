@@ -83,10 +83,46 @@ impl Call<'_> {
         request
     }
 
-    /// Sends a request, waiting at most the provider's timeout for the response headers.
+    /// Sends a request built by [`Call::request`], failing over between the provider's keys.
+    ///
+    /// The call's key goes first, then the others by priority, skipping keys that are cooling
+    /// down (unless all are: then the call's key is tried anyway). An answer of 429 or 5xx, a
+    /// connection failure or a rejected key puts the key in cool-down (`retry-after` when the
+    /// upstream sends one) and, while another key remains, the request goes to it. Nothing has
+    /// reached the client at that point — only response headers were read — so a retry is
+    /// invisible to it. With a single key there is no copy and no retry.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+        let keys = &self.provider.keys;
+        if keys.len() < 2 {
+            return self.attempt(request).await;
+        }
+        let now = now_ms();
+        let primary = self.key.unwrap_or(0);
+        let order = std::iter::once(primary).chain((0..keys.len()).filter(move |&k| k != primary));
+        let mut candidates: Vec<usize> = order.filter(|&k| !keys[k].cooling(now)).collect();
+        if candidates.is_empty() {
+            candidates.push(primary);
+        }
+        let (parts, body) = request.into_parts();
+        let mut outcome = Err(GatewayError::UpstreamUnavailable("no provider key could be tried".to_owned()));
+        for (attempt, &k) in candidates.iter().enumerate() {
+            let key = &keys[k];
+            let mut request = Request::from_parts(parts.clone(), body.clone());
+            request.headers_mut().insert(&key.header, key.auth.clone());
+            outcome = self.attempt(request).await;
+            let Some(cooldown) = cooldown_after(&outcome) else { return outcome };
+            key.cool_down(now_ms() + cooldown.as_millis() as u64);
+            if attempt + 1 < candidates.len() {
+                tracing::warn!(provider = %self.provider.config.id, key = %key.label, ?cooldown, "upstream failed; trying the next key");
+            }
+        }
+        outcome
+    }
+
+    /// One attempt, waiting at most the provider's timeout for the response headers.
     /// Transport failures become 502/504; the provider refusing *our* key (401/403) becomes 502
     /// without its body, which can quote the key.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+    async fn attempt(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
         let timeout = self.provider.config.timeout_seconds;
         let response =
             match tokio::time::timeout(Duration::from_secs(u64::from(timeout)), self.client.request(request)).await {
@@ -104,4 +140,34 @@ impl Call<'_> {
         }
         Ok(response)
     }
+}
+
+/// Cool-down after an upstream failure.
+const FAILURE_COOLDOWN: Duration = Duration::from_secs(30);
+/// Cool-down after the provider rejected a key: a configuration problem, not a blip.
+const REJECTED_COOLDOWN: Duration = Duration::from_secs(300);
+/// The longest `retry-after` honoured.
+const MAX_COOLDOWN: Duration = Duration::from_secs(3600);
+
+/// How long to skip a key after this outcome, or `None` when the outcome is final.
+fn cooldown_after(outcome: &Result<Response<Incoming>, GatewayError>) -> Option<Duration> {
+    match outcome {
+        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
+            Some(retry_after(r.headers()).map_or(FAILURE_COOLDOWN, |d| d.min(MAX_COOLDOWN)))
+        }
+        Ok(_) => None,
+        Err(GatewayError::UpstreamUnavailable(_)) => Some(FAILURE_COOLDOWN),
+        Err(GatewayError::UpstreamRejectedKey(_)) => Some(REJECTED_COOLDOWN),
+        Err(_) => None,
+    }
+}
+
+/// `retry-after` in seconds (the HTTP-date form is not used by LLM providers).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    value.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
