@@ -34,14 +34,26 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    fn find(path: &str) -> Option<(Endpoint, Method, &'static str)> {
-        match path {
-            "/healthz" => Some((Endpoint::Healthz, Method::GET, "GET")),
-            "/readyz" => Some((Endpoint::Readyz, Method::GET, "GET")),
-            "/v1/chat/completions" => Some((Endpoint::ChatCompletions, Method::POST, "POST")),
-            "/v1/models" => Some((Endpoint::Models, Method::GET, "GET")),
-            _ => None,
-        }
+    /// The endpoint of a path, its method, and the Azure deployment named in the path.
+    ///
+    /// Azure OpenAI SDKs build `/openai/deployments/{deployment}/chat/completions` (the
+    /// deployment is the model), `/openai/chat/completions` and the v1 surface
+    /// `/openai/v1/chat/completions` (model in the body); their `api-version` query is accepted
+    /// and not needed.
+    fn find(path: &str) -> Option<(Endpoint, Method, &'static str, Option<&str>)> {
+        let found = match path {
+            "/healthz" => (Endpoint::Healthz, Method::GET, "GET"),
+            "/readyz" => (Endpoint::Readyz, Method::GET, "GET"),
+            "/v1/chat/completions" | "/openai/chat/completions" | "/openai/v1/chat/completions" => {
+                (Endpoint::ChatCompletions, Method::POST, "POST")
+            }
+            "/v1/models" | "/openai/models" | "/openai/v1/models" => (Endpoint::Models, Method::GET, "GET"),
+            _ => {
+                let deployment = path.strip_prefix("/openai/deployments/")?.strip_suffix("/chat/completions")?;
+                return Some((Endpoint::ChatCompletions, Method::POST, "POST", Some(deployment)));
+            }
+        };
+        Some((found.0, found.1, found.2, None))
     }
 
     fn scope(self) -> Option<Scope> {
@@ -88,9 +100,10 @@ async fn dispatch(
     request_id: &http::HeaderValue,
 ) -> Result<Response<Body>, GatewayError> {
     let path = request.uri().path();
-    let Some((endpoint, method, allow)) = Endpoint::find(path) else {
+    let Some((endpoint, method, allow, deployment)) = Endpoint::find(path) else {
         return Err(GatewayError::NotFound { method: request.method().to_string(), path: path.to_owned() });
     };
+    let deployment = deployment.map(str::to_owned);
     if request.method() != method {
         return Err(GatewayError::MethodNotAllowed {
             method: request.method().to_string(),
@@ -111,7 +124,7 @@ async fn dispatch(
     }
     let ctx = Context { gateway, snapshot: &snapshot, caller, request_id };
     match endpoint {
-        Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request).await,
+        Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment).await,
         Endpoint::Models => Ok(handlers::models::list(&ctx).await),
         Endpoint::Healthz | Endpoint::Readyz => {
             Err(GatewayError::NotFound { method: method.to_string(), path: path.to_owned() })

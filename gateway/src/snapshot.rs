@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Uri;
+use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 use uprox_crds::common::{ObjectId, Scope};
 use uprox_crds::config::{CONFIG_VERSION, GatewayConfig, KeyMaterial, PolicyConfig, ProviderConfig};
@@ -70,6 +71,9 @@ pub struct KeyEntry {
     pub header: HeaderName,
     /// Its value (`Bearer <key>` or the bare key), marked sensitive.
     pub auth: HeaderValue,
+    /// The key's own endpoint (Azure: one resource per key), replacing the scheme and host of
+    /// the provider's URLs when this key is used.
+    pub endpoint: Option<(Scheme, Authority)>,
     /// Unix milliseconds until which the key is skipped after a failure (0: healthy). Runtime
     /// state: a config reload builds fresh entries, so a reload forgets cool-downs.
     cooldown_until_ms: AtomicU64,
@@ -271,7 +275,24 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
             SnapshotError::Invalid(format!("key {} contains characters not allowed in an HTTP header", key.id))
         })?;
         auth.set_sensitive(true);
-        keys.push(KeyEntry { label: key.label.clone(), header, auth, cooldown_until_ms: AtomicU64::new(0) });
+        let endpoint = match &key.endpoint {
+            None => None,
+            Some(text) => {
+                let uri: Uri = text
+                    .parse()
+                    .map_err(|_| SnapshotError::Invalid(format!("key {} has an invalid endpoint {text:?}", key.id)))?;
+                match (uri.scheme().cloned(), uri.authority().cloned()) {
+                    (Some(scheme), Some(authority)) => Some((scheme, authority)),
+                    _ => {
+                        return Err(SnapshotError::Invalid(format!(
+                            "key {} has an endpoint without scheme or host: {text:?}",
+                            key.id
+                        )));
+                    }
+                }
+            }
+        };
+        keys.push(KeyEntry { label: key.label.clone(), header, auth, endpoint, cooldown_until_ms: AtomicU64::new(0) });
     }
     let url = |suffix: &str| -> Result<Option<Uri>, SnapshotError> {
         let text = format!("{}/{suffix}", config.base_url.trim_end_matches('/'));
@@ -297,6 +318,7 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
                 HeaderValue::from_static(crate::providers::anthropic::API_VERSION),
             )],
         ),
+        // Azure URLs name the deployment: built per request (providers::azure).
         ProviderType::Azure | ProviderType::Mock => (None, None, Vec::new()),
     };
     Ok(ProviderEntry { config: config.clone(), keys, chat_url, models_url, fixed_headers })

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::GatewayError;
-use crate::snapshot::ProviderEntry;
+use crate::snapshot::{KeyEntry, ProviderEntry};
 
 static CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -68,16 +68,17 @@ pub struct Call<'a> {
 impl Call<'_> {
     /// A request to the call's URI with the provider's key and fixed headers.
     pub fn request(&self, method: Method, body: Bytes) -> Request<Full<Bytes>> {
+        let key = self.key.and_then(|k| self.provider.keys.get(k));
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
-        *request.uri_mut() = self.uri.clone();
+        *request.uri_mut() = uri_for(self.uri, key);
         let headers = request.headers_mut();
         headers.insert(header::CONTENT_TYPE, JSON.clone());
         headers.insert(&CLIENT_REQUEST_ID, self.request_id.clone());
         for (name, value) in &self.provider.fixed_headers {
             headers.insert(name, value.clone());
         }
-        if let Some(k) = self.key.and_then(|k| self.provider.keys.get(k)) {
+        if let Some(k) = key {
             headers.insert(&k.header, k.auth.clone());
         }
         request
@@ -109,6 +110,7 @@ impl Call<'_> {
             let key = &keys[k];
             let mut request = Request::from_parts(parts.clone(), body.clone());
             request.headers_mut().insert(&key.header, key.auth.clone());
+            *request.uri_mut() = uri_for(self.uri, Some(key));
             outcome = self.attempt(request).await;
             let Some(cooldown) = cooldown_after(&outcome) else { return outcome };
             key.cool_down(now_ms() + cooldown.as_millis() as u64);
@@ -140,6 +142,15 @@ impl Call<'_> {
         }
         Ok(response)
     }
+}
+
+/// `uri` with the key's own endpoint (scheme and host), when it has one.
+fn uri_for(uri: &Uri, key: Option<&KeyEntry>) -> Uri {
+    let Some((scheme, authority)) = key.and_then(|k| k.endpoint.as_ref()) else { return uri.clone() };
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority.clone());
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 /// Cool-down after an upstream failure.

@@ -13,7 +13,7 @@ use uprox_crds::provider::ProviderType;
 use crate::body::{Body, read_limited};
 use crate::error::GatewayError;
 use crate::policy;
-use crate::providers::{anthropic, mock, openai};
+use crate::providers::{anthropic, azure, mock, openai};
 use crate::router::Context;
 use crate::upstream;
 
@@ -25,14 +25,22 @@ struct Head<'a> {
     model: Option<Cow<'a, str>>,
 }
 
-/// Handles one chat completion.
-pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+/// Handles one chat completion. `deployment` is the model named by an Azure deployment URL;
+/// it wins over the body's `model`.
+pub async fn completions(
+    ctx: &Context<'_>,
+    request: Request<Incoming>,
+    deployment: Option<String>,
+) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
     let declared =
         parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let body = read_limited(body, declared, ctx.gateway.settings.max_body_bytes).await?;
     let head = parse_head(&body)?;
-    let model = head.model.as_deref().filter(|m| !m.is_empty()).ok_or(GatewayError::MissingField("model"))?;
+    let model = match deployment.as_deref() {
+        Some(d) => d,
+        None => head.model.as_deref().filter(|m| !m.is_empty()).ok_or(GatewayError::MissingField("model"))?,
+    };
 
     let snapshot = ctx.snapshot;
     let route =
@@ -41,10 +49,24 @@ pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Resul
     policy::allows_provider(snapshot, &ctx.caller, provider)?;
     policy::allows_model(snapshot, &ctx.caller, model)?;
 
+    // A deployment URL names the model; other upstreams read it from the body, so the body
+    // gets it (the only case where the gateway rewrites an OpenAI-shaped body).
+    let body = match deployment.as_deref() {
+        Some(d) if provider.kind() != ProviderType::Azure && head.model.as_deref() != Some(d) => with_model(&body, d)?,
+        // A reference-counted handle: `model` above may still borrow the buffer.
+        _ => body.clone(),
+    };
     if provider.kind() == ProviderType::Mock {
         return mock::respond(&body, None);
     }
-    let uri = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
+    let azure_uri;
+    let uri = match provider.kind() {
+        ProviderType::Azure => {
+            azure_uri = azure::chat_uri(provider, model)?;
+            &azure_uri
+        }
+        _ => provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?,
+    };
     let call = upstream::Call {
         client: ctx.gateway.client(),
         provider,
@@ -54,13 +76,22 @@ pub async fn completions(ctx: &Context<'_>, request: Request<Incoming>) -> Resul
         idle_timeout: ctx.gateway.settings.read_timeout,
     };
     match provider.kind() {
-        // A reference-counted handle: `model` above still borrows the buffer.
-        ProviderType::Openai | ProviderType::OpenaiCompatible => {
-            openai::forward(call, body.clone(), &parts.headers).await
+        ProviderType::Openai | ProviderType::OpenaiCompatible | ProviderType::Azure => {
+            openai::forward(call, body, &parts.headers).await
         }
         ProviderType::Anthropic => anthropic::forward::forward(call, &body).await,
-        ProviderType::Azure | ProviderType::Mock => Err(GatewayError::Unsupported(provider.kind().as_str())),
+        ProviderType::Mock => Err(GatewayError::Unsupported(provider.kind().as_str())),
     }
+}
+
+/// The body with `model` set, every other field kept.
+fn with_model(body: &[u8], model: &str) -> Result<bytes::Bytes, GatewayError> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::InvalidRequest(format!("Request body must be a JSON object: {e}")))?;
+    object.insert("model".to_owned(), serde_json::Value::String(model.to_owned()));
+    serde_json::to_vec(&object)
+        .map(bytes::Bytes::from)
+        .map_err(|e| GatewayError::InvalidRequest(format!("Request body could not be re-encoded: {e}")))
 }
 
 fn parse_head(body: &[u8]) -> Result<Head<'_>, GatewayError> {

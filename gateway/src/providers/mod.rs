@@ -2,5 +2,6 @@
 //! the resolved provider's type.
 
 pub mod anthropic;
+pub mod azure;
 pub mod mock;
 pub mod openai;

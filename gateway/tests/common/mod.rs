@@ -32,6 +32,7 @@ pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    pub query: Option<String>,
     pub authorization: Option<String>,
     pub headers: http::HeaderMap,
     pub body: Bytes,
@@ -64,11 +65,12 @@ impl Upstream {
                         let log = log.clone();
                         async move {
                             let path = r.uri().path().to_owned();
+                            let query = r.uri().query().map(str::to_owned);
                             let authorization =
                                 r.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
                             let headers = r.headers().clone();
                             let body = r.into_body().collect().await.unwrap().to_bytes();
-                            let s = Seen { path, authorization, headers, body };
+                            let s = Seen { path, query, authorization, headers, body };
                             log.lock().unwrap().push(s.clone());
                             Ok::<_, Infallible>(handler(s).await)
                         }
