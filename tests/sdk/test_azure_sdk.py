@@ -56,3 +56,11 @@ def test_a_bad_key_is_an_authentication_error(gateway: Gateway) -> None:
             model=DEPLOYMENT, messages=MESSAGES
         )
     assert caught.value.status_code == 401
+
+
+def test_the_azure_v1_surface_works_with_the_plain_openai_client(gateway: Gateway) -> None:
+    # Azure's newer v1 API is addressed with the plain client at {endpoint}/openai/v1.
+    client = openai.OpenAI(base_url=f"{gateway.base_url}/openai/v1", api_key=gateway.token, max_retries=0, timeout=10)
+    completion = client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES)
+    assert completion.choices[0].message.content
+    assert DEPLOYMENT in [m.id for m in client.models.list()]
