@@ -183,6 +183,42 @@ impl GatewayError {
         }
         response
     }
+
+    /// The whole HTTP response in Anthropic's shape, for the Messages API routes:
+    /// `{"type":"error","error":{"type","message"}}` with the status and headers (`Allow`,
+    /// `Retry-After`) of [`into_response`](Self::into_response) and the error `type` Anthropic
+    /// uses for that status.
+    pub fn into_anthropic_response(self) -> Response<Body> {
+        #[derive(Serialize)]
+        struct AnthropicError<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            message: &'a str,
+        }
+        #[derive(Serialize)]
+        struct AnthropicBody<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            error: AnthropicError<'a>,
+        }
+        let kind = match self.status().as_u16() {
+            400 | 405 | 501 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => "overloaded_error",
+            _ => "api_error",
+        };
+        let message = self.to_string();
+        let body = AnthropicBody { kind: "error", error: AnthropicError { kind, message: &message } };
+        // Serializing a struct of strings cannot fail; an empty body is the safe fallback.
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let mut response = self.into_response();
+        *response.body_mut() = full(body);
+        response
+    }
 }
 
 #[cfg(test)]

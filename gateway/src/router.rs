@@ -7,6 +7,9 @@
 //! 5. **Authentication** — token digest lookup, expiry, fail-closed denials.
 //! 6. **Scope** — the endpoint's scope against the token and its Policies.
 //! 7. **Handler** — body, model routing, allowlists, upstream, relay.
+//!
+//! Errors are OpenAI-shaped, except on the Anthropic Messages routes (`/v1/messages…`), whose
+//! clients expect Anthropic's error shape.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +34,8 @@ enum Endpoint {
     Readyz,
     ChatCompletions,
     Models,
+    Messages,
+    CountTokens,
 }
 
 impl Endpoint {
@@ -48,6 +53,8 @@ impl Endpoint {
                 (Endpoint::ChatCompletions, Method::POST, "POST")
             }
             "/v1/models" | "/openai/models" | "/openai/v1/models" => (Endpoint::Models, Method::GET, "GET"),
+            "/v1/messages" => (Endpoint::Messages, Method::POST, "POST"),
+            "/v1/messages/count_tokens" => (Endpoint::CountTokens, Method::POST, "POST"),
             _ => {
                 let deployment = path.strip_prefix("/openai/deployments/")?.strip_suffix("/chat/completions")?;
                 return Some((Endpoint::ChatCompletions, Method::POST, "POST", Some(deployment)));
@@ -59,7 +66,7 @@ impl Endpoint {
     fn scope(self) -> Option<Scope> {
         match self {
             Endpoint::Healthz | Endpoint::Readyz => None,
-            Endpoint::ChatCompletions => Some(Scope::Chat),
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => Some(Scope::Chat),
             Endpoint::Models => Some(Scope::Models),
         }
     }
@@ -82,11 +89,13 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     let request_id = gateway.request_ids.for_request(request.headers());
     let started = std::time::Instant::now();
     let method = request.method().clone();
+    // Anthropic SDKs parse errors in Anthropic's shape; everyone else gets OpenAI's.
+    let anthropic_errors = request.uri().path().starts_with("/v1/messages");
     let mut response = match dispatch(&gateway, request, &request_id).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, label = e.metric_label(), "request refused");
-            e.into_response()
+            if anthropic_errors { e.into_anthropic_response() } else { e.into_response() }
         }
     };
     tracing::debug!(%method, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, request_id = ?request_id, "request");
@@ -114,7 +123,7 @@ async fn dispatch(
     match endpoint {
         Endpoint::Healthz => return Ok(handlers::health::healthz()),
         Endpoint::Readyz => return Ok(handlers::health::readyz(gateway)),
-        Endpoint::ChatCompletions | Endpoint::Models => {}
+        Endpoint::ChatCompletions | Endpoint::Models | Endpoint::Messages | Endpoint::CountTokens => {}
     }
     let snapshot = gateway.snapshot().ok_or(GatewayError::NotReady)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -126,6 +135,8 @@ async fn dispatch(
     match endpoint {
         Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment).await,
         Endpoint::Models => Ok(handlers::models::list(&ctx).await),
+        Endpoint::Messages => handlers::messages::create(&ctx, request).await,
+        Endpoint::CountTokens => handlers::messages::count_tokens(&ctx, request).await,
         Endpoint::Healthz | Endpoint::Readyz => {
             Err(GatewayError::NotFound { method: method.to_string(), path: path.to_owned() })
         }

@@ -3,4 +3,5 @@
 
 pub mod chat;
 pub mod health;
+pub mod messages;
 pub mod models;
