@@ -11,6 +11,7 @@
 )]
 
 pub mod budget;
+pub mod bundle;
 pub mod common;
 pub mod compile;
 pub mod conditions;
@@ -19,6 +20,7 @@ pub mod crdgen;
 pub mod machine_token;
 pub mod policy;
 pub mod provider;
+pub mod sealed;
 pub mod secret;
 pub mod service;
 pub mod token;
