@@ -8,24 +8,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Harness, PROVIDER_KEY, Seen, TOKEN, Upstream};
-use http::{HeaderValue, Response, StatusCode, header};
-use uprox_gateway::body::{Body, full};
-
-fn reply(status: u16, content_type: &'static str, body: String) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-fn anthropic_error(status: u16, kind: &str, message: &str) -> Response<Body> {
-    reply(
-        status,
-        "application/json",
-        format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"{message}"}}}}"#),
-    )
-}
+use common::{ANTHROPIC_STREAM, Harness, PROVIDER_KEY, Seen, Upstream, anthropic_error, reply};
+use http::{HeaderValue, Response, header};
+use uprox_gateway::body::Body;
 
 /// What a real Anthropic would refuse, checked on every request.
 fn refuse(seen: &Seen) -> Option<Response<Body>> {
@@ -51,17 +36,6 @@ fn refuse(seen: &Seen) -> Option<Response<Body>> {
     None
 }
 
-const STREAM: &str = concat!(
-    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\",\"stop_reason\":null,\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
-    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
-    "event: ping\ndata: {\"type\":\"ping\"}\n\n",
-    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
-    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" there\"}}\n\n",
-    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
-    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n",
-    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-);
-
 async fn fake_anthropic() -> Upstream {
     Upstream::start(Arc::new(|seen: Seen| {
         Box::pin(async move {
@@ -76,7 +50,7 @@ async fn fake_anthropic() -> Upstream {
                     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
                     r
                 }
-                _ if v["stream"] == true => reply(200, "text/event-stream", STREAM.to_owned()),
+                _ if v["stream"] == true => reply(200, "text/event-stream", ANTHROPIC_STREAM),
                 model => reply(
                     200,
                     "application/json",
@@ -105,26 +79,8 @@ apiVersion: v1
 kind: Secret
 metadata: {{name: anthropic-key, namespace: team}}
 stringData: {{apiKey: "{PROVIDER_KEY}"}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: Service
-metadata: {{name: app, namespace: team}}
-spec: {{}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: MachineToken
-metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: app-token
-  namespace: team
-  labels: {{uprox.dev/machine-token: app}}
-stringData: {{token: "{TOKEN}"}}
 "#
-    )
+    ) + &common::identity()
 }
 
 const TWO_USER_TURNS: &str = r#"{"model":"claude-sonnet","max_tokens":64,"messages":[

@@ -64,29 +64,11 @@ spec:
   baseUrl: "http://{compatible}/v1"
   models: ["llama-*"]
   keys: [{{label: main, secretRef: {{name: azure-keys, key: east}}}}]
----
-apiVersion: uprox.dev/v1alpha1
-kind: Service
-metadata: {{name: app, namespace: team}}
-spec: {{}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: MachineToken
-metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: app-token
-  namespace: team
-  labels: {{uprox.dev/machine-token: app}}
-stringData: {{token: "{TOKEN}"}}
 "#,
         east = east.addr,
         west = west.addr,
         compatible = compatible.addr,
-    )
+    ) + &common::identity()
 }
 
 const BODY: &str = r#"{"messages":[{"role":"user","content":"hi"}]}"#;

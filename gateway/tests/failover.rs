@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Harness, Seen, TOKEN, Upstream};
+use common::{Harness, Seen, Upstream};
 use http::{HeaderValue, Response, StatusCode, header};
 use uprox_gateway::body::{Body, full};
 
@@ -31,26 +31,8 @@ apiVersion: v1
 kind: Secret
 metadata: {{name: keys, namespace: team}}
 stringData: {{primary: sk-primary, backup: sk-backup}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: Service
-metadata: {{name: app, namespace: team}}
-spec: {{}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: MachineToken
-metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: app-token
-  namespace: team
-  labels: {{uprox.dev/machine-token: app}}
-stringData: {{token: "{TOKEN}"}}
 "#
-    )
+    ) + &common::identity()
 }
 
 /// An upstream whose answer depends on the key: `status_for(key)`.

@@ -9,28 +9,19 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Harness, PROVIDER_KEY, Seen, TOKEN, Upstream};
-use http::{HeaderValue, Response, StatusCode, header};
-use uprox_gateway::body::{Body, full};
+use common::{ANTHROPIC_STREAM, Harness, PROVIDER_KEY, Seen, TOKEN, Upstream, anthropic_error};
+use http::{HeaderValue, Response, header};
+use uprox_gateway::body::Body;
 use uprox_gateway::error::GatewayError;
 
 /// The `anthropic-version` values the fake accepts (the gateway's own is the first).
 const VERSIONS: &[&str] = &["2023-06-01", "2023-01-01"];
 
+/// An answer carrying Anthropic's `request-id` header.
 fn reply(status: u16, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut r = common::reply(status, content_type, body);
     r.headers_mut().insert("request-id", HeaderValue::from_static("req_upstream_1"));
     r
-}
-
-fn anthropic_error(status: u16, kind: &str, message: &str) -> Response<Body> {
-    reply(
-        status,
-        "application/json",
-        format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"{message}"}}}}"#),
-    )
 }
 
 /// What a real Anthropic would refuse, checked on every request.
@@ -47,17 +38,6 @@ fn refuse(seen: &Seen) -> Option<Response<Body>> {
     }
     None
 }
-
-const STREAM: &str = concat!(
-    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
-    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
-    "event: ping\ndata: {\"type\":\"ping\"}\n\n",
-    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
-    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" there\"}}\n\n",
-    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
-    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":5}}\n\n",
-    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-);
 
 /// A message answer with deliberately unusual formatting, to show it is relayed untouched.
 const MESSAGE: &str = "{\"id\":\"msg_2\",  \"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet\",\n\"content\":[{\"type\":\"text\",\"text\":\"Hi!\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":7,\"output_tokens\":3},\"x-unknown\":{\"kept\":true}}";
@@ -78,7 +58,7 @@ async fn fake_anthropic() -> Upstream {
                     r.headers_mut().insert("x-internal-upstream-header", HeaderValue::from_static("secret"));
                     r
                 }
-                ("/v1/messages", _) if v["stream"] == true => reply(200, "text/event-stream", STREAM),
+                ("/v1/messages", _) if v["stream"] == true => reply(200, "text/event-stream", ANTHROPIC_STREAM),
                 ("/v1/messages", _) => {
                     let mut r = reply(200, "application/json", MESSAGE);
                     r.headers_mut().insert("anthropic-ratelimit-tokens-remaining", HeaderValue::from_static("9000"));
@@ -118,26 +98,8 @@ spec:
   baseUrl: "http://127.0.0.1:9/v1"
   models: ["gpt-*"]
   keys: [{{label: main, secretRef: {{name: anthropic-key, key: apiKey}}}}]
----
-apiVersion: uprox.dev/v1alpha1
-kind: Service
-metadata: {{name: app, namespace: team}}
-spec: {{}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: MachineToken
-metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: app-token
-  namespace: team
-  labels: {{uprox.dev/machine-token: app}}
-stringData: {{token: "{TOKEN}"}}
 "#
-    )
+    ) + &common::identity()
 }
 
 async fn setup() -> (Upstream, Harness) {
@@ -207,7 +169,7 @@ async fn streams_pass_through_unchanged() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let text = r.text().await.unwrap();
-    assert_eq!(text, STREAM);
+    assert_eq!(text, ANTHROPIC_STREAM);
     assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
 }
 

@@ -8,21 +8,17 @@
 //! Errors the gateway raises itself on these routes are meant to be answered with
 //! [`GatewayError::into_anthropic_response`], the shape Anthropic SDKs parse.
 
-use std::borrow::Cow;
-
 use http::{HeaderMap, HeaderName, Method, Request, Response, Uri};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use serde::Deserialize;
 use uprox_crds::provider::ProviderType;
 
-use crate::body::{Body, read_limited};
+use crate::body::Body;
 use crate::error::GatewayError;
-use crate::policy;
+use crate::handlers::routing;
 use crate::relay::Relay;
 use crate::router::Context;
 use crate::snapshot::ProviderEntry;
-use crate::upstream::Call;
 
 /// Upstream headers relayed to the client, besides every `anthropic-ratelimit-*` header.
 const RELAYED_RESPONSE_HEADERS: &[&str] = &["content-type", "cache-control", "request-id", "retry-after"];
@@ -51,24 +47,6 @@ pub async fn count_tokens(ctx: &Context<'_>, request: Request<Incoming>) -> Resu
     forward(ctx, request, Target::CountTokens).await
 }
 
-/// The only field read from the body; the original bytes are what goes upstream.
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-}
-
-/// The `model` of a request body, which must be a JSON object. (The same check as the chat
-/// handler's, kept here so neither handler depends on the other's internals.)
-fn peek_model(body: &[u8]) -> Result<Cow<'_, str>, GatewayError> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(GatewayError::InvalidRequest("Request body must be a JSON object".into()));
-    }
-    let head: Head<'_> = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::InvalidRequest(format!("Request body must be valid JSON: {e}")))?;
-    head.model.filter(|m| !m.is_empty()).ok_or(GatewayError::MissingField("model"))
-}
-
 /// `{base}/v1/messages/count_tokens` for a provider.
 fn count_tokens_url(provider: &ProviderEntry) -> Result<Uri, GatewayError> {
     format!("{}/v1/messages/count_tokens", provider.config.base_url.trim_end_matches('/')).parse().map_err(
@@ -85,18 +63,10 @@ async fn forward(
     target: Target,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
-    let declared =
-        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let body = read_limited(body, declared, ctx.gateway.settings.max_body_bytes).await?;
-    let model = peek_model(&body)?;
-
-    let snapshot = ctx.snapshot;
-    let route = snapshot
-        .route(ctx.caller.service_index, &model)
-        .ok_or_else(|| GatewayError::UnknownModel(model.clone().into_owned()))?;
-    let provider = &snapshot.providers[route.provider];
-    policy::allows_provider(snapshot, &ctx.caller, provider)?;
-    policy::allows_model(snapshot, &ctx.caller, &model)?;
+    let body = routing::read_body(ctx, &parts, body).await?;
+    let head = routing::parse_head(&body)?;
+    let model = head.model()?;
+    let (provider, route) = routing::route(ctx, model)?;
 
     if provider.kind() != ProviderType::Anthropic {
         return Err(GatewayError::InvalidRequest(format!(
@@ -113,14 +83,7 @@ async fn forward(
             &count_uri
         }
     };
-    let call = Call {
-        client: ctx.gateway.client(),
-        provider,
-        key: route.key,
-        uri,
-        request_id: ctx.request_id,
-        idle_timeout: ctx.gateway.settings.read_timeout,
-    };
+    let call = routing::call(ctx, provider, route, uri);
     // A reference-counted handle: `model` above still borrows the buffer.
     let mut upstream_request = call.request(Method::POST, body.clone());
     copy_client_headers(&parts.headers, upstream_request.headers_mut());
@@ -155,17 +118,6 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
-
-    #[test]
-    fn model_is_peeked_and_required() {
-        let body = br#"{"max_tokens":5,"messages":[{"role":"user","content":"x"}],"model":"claude-x","x":{"a":[1]}}"#;
-        assert_eq!(peek_model(body).unwrap(), "claude-x");
-        assert!(matches!(peek_model(br#"{"messages":[]}"#), Err(GatewayError::MissingField("model"))));
-        assert!(matches!(peek_model(br#"{"model":""}"#), Err(GatewayError::MissingField("model"))));
-        assert!(matches!(peek_model(br#"["claude-x"]"#), Err(GatewayError::InvalidRequest(_))));
-        assert!(matches!(peek_model(b""), Err(GatewayError::InvalidRequest(_))));
-        assert!(matches!(peek_model(br#"{"model": 5}"#), Err(GatewayError::InvalidRequest(_))));
-    }
 
     #[test]
     fn client_version_and_betas_are_passed_on_and_nothing_else() {

@@ -5,3 +5,4 @@ pub mod chat;
 pub mod health;
 pub mod messages;
 pub mod models;
+mod routing;

@@ -148,6 +148,33 @@ stringData: {{token: "{TOKEN}"}}
     )
 }
 
+/// The Service `team/app` (no Policy), its MachineToken and the token Secret holding
+/// [`TOKEN`]: append to a test's Providers.
+pub fn identity() -> String {
+    format!(
+        r#"
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Service
+metadata: {{name: app, namespace: team}}
+spec: {{}}
+---
+apiVersion: uprox.dev/v1alpha1
+kind: MachineToken
+metadata: {{name: app, namespace: team}}
+spec: {{service: app, secretName: app-token}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-token
+  namespace: team
+  labels: {{uprox.dev/machine-token: app}}
+stringData: {{token: "{TOKEN}"}}
+"#
+    )
+}
+
 /// A gateway serving a manifest folder.
 pub struct Harness {
     pub addr: SocketAddr,
@@ -224,6 +251,36 @@ impl Drop for Harness {
         }
     }
 }
+
+/// A response with a status, a content type and a body.
+pub fn reply(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(uprox_gateway::body::full(body.into()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}
+
+/// An error as Anthropic's API answers it.
+pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Response<Body> {
+    reply(
+        status,
+        "application/json",
+        format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"{message}"}}}}"#),
+    )
+}
+
+/// A short Anthropic Messages event stream: "Hello there", end_turn, 12 input and 5 output
+/// tokens.
+pub const ANTHROPIC_STREAM: &str = concat!(
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" there\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":5}}\n\n",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+);
 
 /// The `error` object of an OpenAI-shaped error response, after checking its shape.
 pub async fn error_of(response: reqwest::Response) -> serde_json::Value {
