@@ -6,6 +6,7 @@
 #   make generate         write the CRD YAML under crds/ from the Rust types
 #   make check-generated  fail when the committed CRD YAML differs from the types
 #   make bench            uprox vs nginx vs direct upstream (bench/run.sh; BENCH_DURATION=10s)
+#   make bench-reload     standalone change-to-effect latency (bench/reload.py)
 #   make sdk              the OpenAI SDK suite and the offline manifest checks (tests/sdk/run.sh)
 
 SHELL := bash
@@ -15,7 +16,7 @@ SHELL := bash
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench sdk
+.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench bench-reload sdk
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -51,6 +52,9 @@ check-generated: generate
 
 bench:
 	bash bench/run.sh
+
+bench-reload:
+	python3 bench/reload.py
 
 sdk:
 	bash tests/sdk/run.sh
