@@ -29,6 +29,14 @@ pub enum GatewayError {
     /// A required field is absent.
     #[error("Missing required field: {0}")]
     MissingField(&'static str),
+    /// A field holds a value the endpoint does not accept.
+    #[error("{message}")]
+    InvalidParam {
+        /// The field.
+        param: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// No provider this caller may use serves the model.
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     UnknownModel(String),
@@ -107,6 +115,9 @@ impl GatewayError {
             E::MissingField(field) => {
                 s(StatusCode::BAD_REQUEST, "invalid_request_error", Some(field), Some("missing_required_parameter"))
             }
+            E::InvalidParam { param, .. } => {
+                s(StatusCode::BAD_REQUEST, "invalid_request_error", Some(param), Some("invalid_value"))
+            }
             E::UnknownModel(_) => {
                 s(StatusCode::NOT_FOUND, "invalid_request_error", Some("model"), Some("model_not_found"))
             }
@@ -149,6 +160,7 @@ impl GatewayError {
             | E::Forbidden(_)
             | E::InvalidRequest(_)
             | E::MissingField(_)
+            | E::InvalidParam { .. }
             | E::UnknownModel(_)
             | E::NotFound { .. }
             | E::MethodNotAllowed { .. }
@@ -238,6 +250,7 @@ mod tests {
             GatewayError::Forbidden("no".into()),
             GatewayError::InvalidRequest("bad".into()),
             GatewayError::MissingField("model"),
+            GatewayError::InvalidParam { param: "input", message: "bad".into() },
             GatewayError::UnknownModel("x".into()),
             GatewayError::NotFound { method: "GET".into(), path: "/x".into() },
             GatewayError::MethodNotAllowed { method: "GET".into(), path: "/x".into(), allow: "POST" },

@@ -33,6 +33,7 @@ enum Endpoint {
     Healthz,
     Readyz,
     ChatCompletions,
+    Embeddings,
     Models,
     Messages,
     CountTokens,
@@ -43,8 +44,8 @@ impl Endpoint {
     ///
     /// Azure OpenAI SDKs build `/openai/deployments/{deployment}/chat/completions` (the
     /// deployment is the model), `/openai/chat/completions` and the v1 surface
-    /// `/openai/v1/chat/completions` (model in the body); their `api-version` query is accepted
-    /// and not needed.
+    /// `/openai/v1/chat/completions` (model in the body), and the same three shapes ending in
+    /// `/embeddings`; their `api-version` query is accepted and not needed.
     fn find(path: &str) -> Option<(Endpoint, Method, &'static str, Option<&str>)> {
         let found = match path {
             "/healthz" => (Endpoint::Healthz, Method::GET, "GET"),
@@ -52,12 +53,19 @@ impl Endpoint {
             "/v1/chat/completions" | "/openai/chat/completions" | "/openai/v1/chat/completions" => {
                 (Endpoint::ChatCompletions, Method::POST, "POST")
             }
+            "/v1/embeddings" | "/openai/embeddings" | "/openai/v1/embeddings" => {
+                (Endpoint::Embeddings, Method::POST, "POST")
+            }
             "/v1/models" | "/openai/models" | "/openai/v1/models" => (Endpoint::Models, Method::GET, "GET"),
             "/v1/messages" => (Endpoint::Messages, Method::POST, "POST"),
             "/v1/messages/count_tokens" => (Endpoint::CountTokens, Method::POST, "POST"),
             _ => {
-                let deployment = path.strip_prefix("/openai/deployments/")?.strip_suffix("/chat/completions")?;
-                return Some((Endpoint::ChatCompletions, Method::POST, "POST", Some(deployment)));
+                let rest = path.strip_prefix("/openai/deployments/")?;
+                let (endpoint, deployment) =
+                    [("/chat/completions", Endpoint::ChatCompletions), ("/embeddings", Endpoint::Embeddings)]
+                        .into_iter()
+                        .find_map(|(suffix, endpoint)| rest.strip_suffix(suffix).map(|d| (endpoint, d)))?;
+                return Some((endpoint, Method::POST, "POST", Some(deployment)));
             }
         };
         Some((found.0, found.1, found.2, None))
@@ -67,6 +75,7 @@ impl Endpoint {
         match self {
             Endpoint::Healthz | Endpoint::Readyz => None,
             Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => Some(Scope::Chat),
+            Endpoint::Embeddings => Some(Scope::Embeddings),
             Endpoint::Models => Some(Scope::Models),
         }
     }
@@ -123,7 +132,11 @@ async fn dispatch(
     match endpoint {
         Endpoint::Healthz => return Ok(handlers::health::healthz()),
         Endpoint::Readyz => return Ok(handlers::health::readyz(gateway)),
-        Endpoint::ChatCompletions | Endpoint::Models | Endpoint::Messages | Endpoint::CountTokens => {}
+        Endpoint::ChatCompletions
+        | Endpoint::Embeddings
+        | Endpoint::Models
+        | Endpoint::Messages
+        | Endpoint::CountTokens => {}
     }
     let snapshot = gateway.snapshot().ok_or(GatewayError::NotReady)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -134,11 +147,32 @@ async fn dispatch(
     let ctx = Context { gateway, snapshot: &snapshot, caller, request_id };
     match endpoint {
         Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment).await,
+        Endpoint::Embeddings => handlers::embeddings::create(&ctx, request, deployment).await,
         Endpoint::Models => Ok(handlers::models::list(&ctx).await),
         Endpoint::Messages => handlers::messages::create(&ctx, request).await,
         Endpoint::CountTokens => handlers::messages::count_tokens(&ctx, request).await,
         Endpoint::Healthz | Endpoint::Readyz => {
             Err(GatewayError::NotFound { method: method.to_string(), path: path.to_owned() })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_routes_name_their_endpoint() {
+        let find = |p| Endpoint::find(p).map(|(e, _, _, d)| (e, d));
+        assert_eq!(
+            find("/openai/deployments/gpt4o/chat/completions"),
+            Some((Endpoint::ChatCompletions, Some("gpt4o")))
+        );
+        assert_eq!(find("/openai/deployments/emb/embeddings"), Some((Endpoint::Embeddings, Some("emb"))));
+        for flat in ["/v1/embeddings", "/openai/embeddings", "/openai/v1/embeddings"] {
+            assert_eq!(find(flat), Some((Endpoint::Embeddings, None)), "{flat}");
+        }
+        assert_eq!(find("/openai/deployments/emb/completions"), None);
+        assert_eq!(Endpoint::Embeddings.scope(), Some(Scope::Embeddings));
     }
 }

@@ -107,6 +107,9 @@ pub struct ProviderEntry {
     /// Where a chat completion goes: `{base}/chat/completions` for OpenAI-shaped providers,
     /// `{base}/v1/messages` for Anthropic; none for providers without an HTTP upstream.
     pub chat_url: Option<Uri>,
+    /// Where an embeddings request goes: `{base}/embeddings` for OpenAI-shaped providers; none
+    /// for the others (Azure URLs name the deployment and are built per request).
+    pub embeddings_url: Option<Uri>,
     /// The model listing: `{base}/models`, or `{base}/v1/models` for Anthropic.
     pub models_url: Option<Uri>,
     /// Headers every request to this provider carries (for example `anthropic-version`).
@@ -308,10 +311,13 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
             _ => Err(invalid("it must be an absolute http:// or https:// URL".to_owned())),
         }
     };
-    let (chat_url, models_url, fixed_headers) = match config.provider_type {
-        ProviderType::Openai | ProviderType::OpenaiCompatible => (url("chat/completions")?, url("models")?, Vec::new()),
+    let (chat_url, embeddings_url, models_url, fixed_headers) = match config.provider_type {
+        ProviderType::Openai | ProviderType::OpenaiCompatible => {
+            (url("chat/completions")?, url("embeddings")?, url("models")?, Vec::new())
+        }
         ProviderType::Anthropic => (
             url("v1/messages")?,
+            None,
             url("v1/models")?,
             vec![(
                 HeaderName::from_static("anthropic-version"),
@@ -319,9 +325,9 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
             )],
         ),
         // Azure URLs name the deployment: built per request (providers::azure).
-        ProviderType::Azure | ProviderType::Mock => (None, None, Vec::new()),
+        ProviderType::Azure | ProviderType::Mock => (None, None, None, Vec::new()),
     };
-    Ok(ProviderEntry { config: config.clone(), keys, chat_url, models_url, fixed_headers })
+    Ok(ProviderEntry { config: config.clone(), keys, chat_url, embeddings_url, models_url, fixed_headers })
 }
 
 #[cfg(test)]

@@ -23,27 +23,18 @@ pub async fn completions(
     let (parts, body) = request.into_parts();
     let body = routing::read_body(ctx, &parts, body).await?;
     let head = routing::parse_head(&body)?;
-    let model = match deployment.as_deref() {
-        Some(d) => d,
-        None => head.model()?,
-    };
+    let model = routing::model(deployment.as_deref(), &head)?;
 
     let (provider, route) = routing::route(ctx, model)?;
 
-    // A deployment URL names the model; other upstreams read it from the body, so the body
-    // gets it (the only case where the gateway rewrites an OpenAI-shaped body).
-    let body = match deployment.as_deref() {
-        Some(d) if provider.kind() != ProviderType::Azure && head.model.as_deref() != Some(d) => with_model(&body, d)?,
-        // A reference-counted handle: `model` above may still borrow the buffer.
-        _ => body.clone(),
-    };
+    let body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
     if provider.kind() == ProviderType::Mock {
         return mock::respond(&body, None);
     }
     let azure_uri;
     let uri = match provider.kind() {
         ProviderType::Azure => {
-            azure_uri = azure::chat_uri(provider, model)?;
+            azure_uri = azure::deployment_uri(provider, model, "chat/completions")?;
             &azure_uri
         }
         _ => provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?,
@@ -56,14 +47,4 @@ pub async fn completions(
         ProviderType::Anthropic => anthropic::forward::forward(call, &body).await,
         ProviderType::Mock => Err(GatewayError::Unsupported(provider.kind().as_str())),
     }
-}
-
-/// The body with `model` set, every other field kept.
-fn with_model(body: &[u8], model: &str) -> Result<bytes::Bytes, GatewayError> {
-    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::InvalidRequest(format!("Request body must be a JSON object: {e}")))?;
-    object.insert("model".to_owned(), serde_json::Value::String(model.to_owned()));
-    serde_json::to_vec(&object)
-        .map(bytes::Bytes::from)
-        .map_err(|e| GatewayError::InvalidRequest(format!("Request body could not be re-encoded: {e}")))
 }

@@ -2,6 +2,7 @@
 //! router (snapshot, authenticated caller, request id) and returns a response or an error.
 
 pub mod chat;
+pub mod embeddings;
 pub mod health;
 pub mod messages;
 pub mod models;

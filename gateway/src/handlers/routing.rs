@@ -10,6 +10,8 @@ use http::request::Parts;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use uprox_crds::provider::ProviderType;
+
 use crate::body::read_limited;
 use crate::error::GatewayError;
 use crate::policy;
@@ -29,6 +31,29 @@ impl Head<'_> {
     /// The model, which is required.
     pub fn model(&self) -> Result<&str, GatewayError> {
         self.model.as_deref().filter(|m| !m.is_empty()).ok_or(GatewayError::MissingField("model"))
+    }
+}
+
+/// The model of a request: an Azure deployment URL's, else the body's `model`.
+pub(crate) fn model<'a>(deployment: Option<&'a str>, head: &'a Head<'_>) -> Result<&'a str, GatewayError> {
+    match deployment {
+        Some(d) => Ok(d),
+        None => head.model(),
+    }
+}
+
+/// The body to send upstream. A deployment URL names the model; upstreams other than Azure
+/// read it from the body, so it is written there (the only rewrite of an OpenAI-shaped body).
+pub(crate) fn body_for(
+    deployment: Option<&str>,
+    head: &Head<'_>,
+    provider: &ProviderEntry,
+    body: &Bytes,
+) -> Result<Bytes, GatewayError> {
+    match deployment {
+        Some(d) if provider.kind() != ProviderType::Azure && head.model.as_deref() != Some(d) => with_model(body, d),
+        // A reference-counted handle.
+        _ => Ok(body.clone()),
     }
 }
 
@@ -70,6 +95,16 @@ pub(crate) fn call<'a>(ctx: &'a Context<'_>, provider: &'a ProviderEntry, route:
         request_id: ctx.request_id,
         idle_timeout: ctx.gateway.settings.read_timeout,
     }
+}
+
+/// The body with `model` set, every other field kept.
+fn with_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::InvalidRequest(format!("Request body must be a JSON object: {e}")))?;
+    object.insert("model".to_owned(), serde_json::Value::String(model.to_owned()));
+    serde_json::to_vec(&object)
+        .map(bytes::Bytes::from)
+        .map_err(|e| GatewayError::InvalidRequest(format!("Request body could not be re-encoded: {e}")))
 }
 
 #[cfg(test)]

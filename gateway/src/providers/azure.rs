@@ -1,6 +1,6 @@
 //! Azure OpenAI upstreams: the same wire format as OpenAI, addressed by deployment. A chat
 //! completion goes to `{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=…`
-//! with the key in `api-key`; the endpoint is the key's own (one Azure resource per key) or the
+//! (embeddings to `…/{deployment}/embeddings?api-version=…`) with the key in `api-key`; the endpoint is the key's own (one Azure resource per key) or the
 //! Provider's `baseUrl`. The deployment is the model the client asked for — from the URL on
 //! the Azure SDK's deployment routes, from the body otherwise.
 
@@ -17,8 +17,8 @@ pub fn is_deployment_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// The chat completions URI of `deployment` on this provider.
-pub fn chat_uri(provider: &ProviderEntry, deployment: &str) -> Result<Uri, GatewayError> {
+/// The URI of `operation` (`chat/completions`, `embeddings`) on `deployment` of this provider.
+pub fn deployment_uri(provider: &ProviderEntry, deployment: &str, operation: &str) -> Result<Uri, GatewayError> {
     if !is_deployment_name(deployment) {
         return Err(GatewayError::InvalidRequest(format!(
             "`{deployment}` is not a valid Azure deployment name (letters, digits, '-', '_' and '.', at most 64)"
@@ -27,7 +27,7 @@ pub fn chat_uri(provider: &ProviderEntry, deployment: &str) -> Result<Uri, Gatew
     let version = provider.config.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION);
     let base = provider.config.base_url.trim_end_matches('/');
     let base = base.strip_suffix("/openai").unwrap_or(base);
-    format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}").parse().map_err(|_| {
+    format!("{base}/openai/deployments/{deployment}/{operation}?api-version={version}").parse().map_err(|_| {
         GatewayError::UpstreamUnavailable("the Azure endpoint of this provider is not a valid URL".to_owned())
     })
 }

@@ -1,9 +1,15 @@
-//! The `mock` provider: answers chat completions itself, offline and at no cost, so the sample
+//! The `mock` provider: answers chat completions and embeddings itself, offline and at no cost, so the sample
 //! config runs anywhere and users can try their clients. Replies are deterministic (derived from
 //! the model and the messages), usage is counted the way OpenAI roughly counts it, and streaming
-//! produces real `chat.completion.chunk` events ending in `[DONE]`.
+//! produces real `chat.completion.chunk` events ending in `[DONE]`. Embeddings are
+//! deterministic unit vectors derived from the model and each input.
 //!
-//! The same code serves the `uprox-mock-upstream` binary used by tests and benchmarks.
+//! The same code serves the `uprox-mock-upstream` binary used by tests and benchmarks. Chat is
+//! here; embeddings are in [`embeddings`].
+
+pub mod embeddings;
+
+pub use embeddings::{embeddings, embeddings_json};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

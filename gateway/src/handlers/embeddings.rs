@@ -1,0 +1,49 @@
+//! `POST /v1/embeddings` (and the Azure shapes): reads the body under the size limit, peeks at
+//! `model`, routes it to a provider the caller may use, applies the allowlists and hands the
+//! body on: untouched to `{base}/embeddings` for OpenAI-shaped upstreams, to the deployment's
+//! `embeddings` URL for Azure, answered in-process by the mock. Anthropic has no embeddings.
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use uprox_crds::provider::ProviderType;
+
+use crate::body::Body;
+use crate::error::GatewayError;
+use crate::handlers::routing;
+use crate::providers::{azure, mock, openai};
+use crate::router::Context;
+
+/// Handles one embeddings request. `deployment` is the model named by an Azure deployment URL;
+/// it wins over the body's `model`.
+pub async fn create(
+    ctx: &Context<'_>,
+    request: Request<Incoming>,
+    deployment: Option<String>,
+) -> Result<Response<Body>, GatewayError> {
+    let (parts, body) = request.into_parts();
+    let body = routing::read_body(ctx, &parts, body).await?;
+    let head = routing::parse_head(&body)?;
+    let model = routing::model(deployment.as_deref(), &head)?;
+
+    let (provider, route) = routing::route(ctx, model)?;
+    if provider.kind() == ProviderType::Anthropic {
+        return Err(GatewayError::InvalidRequest(
+            "Anthropic has no embeddings API; use an OpenAI or Azure embedding model".to_owned(),
+        ));
+    }
+
+    let body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
+    if provider.kind() == ProviderType::Mock {
+        return mock::embeddings(&body);
+    }
+    let azure_uri;
+    let uri = match provider.kind() {
+        ProviderType::Azure => {
+            azure_uri = azure::deployment_uri(provider, model, "embeddings")?;
+            &azure_uri
+        }
+        _ => provider.embeddings_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?,
+    };
+    let call = routing::call(ctx, provider, route, uri);
+    openai::forward(call, body, &parts.headers).await
+}
