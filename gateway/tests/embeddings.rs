@@ -214,32 +214,10 @@ async fn anthropic_models_have_no_embeddings() {
 
 #[tokio::test]
 async fn a_token_without_the_embeddings_scope_is_refused() {
-    let yaml = format!(
-        r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {{name: mock, namespace: team}}
-spec: {{type: mock}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: Service
-metadata: {{name: app, namespace: team}}
-spec: {{}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: MachineToken
-metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token, scopes: [chat]}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: app-token
-  namespace: team
-  labels: {{uprox.dev/machine-token: app}}
-stringData: {{token: "{TOKEN}"}}
-"#
-    );
+    let yaml =
+        "apiVersion: uprox.dev/v1alpha1\nkind: Provider\nmetadata: {name: mock, namespace: team}\nspec: {type: mock}\n"
+            .to_owned()
+            + &common::identity_with("{}", ", scopes: [chat]");
     let h = Harness::start(&yaml).await;
     let r = h.post("/v1/embeddings", Some(TOKEN), r#"{"model":"mock-1","input":"hello"}"#).await;
     assert_eq!(r.status(), 403);

@@ -125,16 +125,31 @@ apiVersion: uprox.dev/v1alpha1
 kind: Policy
 metadata: {{name: p, namespace: team}}
 spec: {{models: ["gpt-*", "slow-*", "mock-*"]}}
+"#
+    ) + &identity_with("{policies: [p]}", "")
+}
+
+/// The Service `team/app` (no Policy), its MachineToken and the token Secret holding
+/// [`TOKEN`]: append to a test's Providers.
+pub fn identity() -> String {
+    identity_with("{}", "")
+}
+
+/// [`identity`] with the Service's spec (flow YAML) and extra MachineToken spec fields (for
+/// example `", scopes: [chat]"`).
+pub fn identity_with(service_spec: &str, token_extra: &str) -> String {
+    format!(
+        r#"
 ---
 apiVersion: uprox.dev/v1alpha1
 kind: Service
 metadata: {{name: app, namespace: team}}
-spec: {{policies: [p]}}
+spec: {service_spec}
 ---
 apiVersion: uprox.dev/v1alpha1
 kind: MachineToken
 metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token}}
+spec: {{service: app, secretName: app-token{token_extra}}}
 ---
 apiVersion: v1
 kind: Secret
@@ -143,33 +158,6 @@ metadata:
   namespace: team
   labels: {{uprox.dev/machine-token: app}}
   annotations: {{uprox.dev/rotation: "0"}}
-stringData: {{token: "{TOKEN}"}}
-"#
-    )
-}
-
-/// The Service `team/app` (no Policy), its MachineToken and the token Secret holding
-/// [`TOKEN`]: append to a test's Providers.
-pub fn identity() -> String {
-    format!(
-        r#"
----
-apiVersion: uprox.dev/v1alpha1
-kind: Service
-metadata: {{name: app, namespace: team}}
-spec: {{}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: MachineToken
-metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: app-token
-  namespace: team
-  labels: {{uprox.dev/machine-token: app}}
 stringData: {{token: "{TOKEN}"}}
 "#
     )
