@@ -12,6 +12,7 @@
 
 pub mod budget;
 pub mod bundle;
+pub mod cluster;
 pub mod common;
 pub mod compile;
 pub mod conditions;

@@ -81,6 +81,18 @@ impl MasterKey {
         SecretString::new(STANDARD.encode(self.0))
     }
 
+    /// SHA-256 over a domain tag, the key and `message`, in hex: a keyed fingerprint for
+    /// telling whether sealed material changed without unsealing it. Only compared for
+    /// equality, so the length extension a bare hash allows gives an attacker nothing.
+    pub fn fingerprint(&self, message: &[u8]) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"uprox fingerprint v1\0");
+        hash.update(self.0);
+        hash.update(message);
+        hex::encode(hash.finalize())
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.0))
     }
