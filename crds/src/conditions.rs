@@ -40,6 +40,10 @@ pub mod reason {
     pub const NOT_ISSUED: &str = "NotIssued";
     /// The token is revoked.
     pub const REVOKED: &str = "Revoked";
+    /// The token's expiry has passed.
+    pub const EXPIRED: &str = "Expired";
+    /// A new token was written into the token's Secret.
+    pub const ISSUED: &str = "Issued";
     /// A Service has no Provider it may use.
     pub const NO_PROVIDERS: &str = "NoProviders";
 }

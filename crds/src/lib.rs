@@ -29,7 +29,7 @@ pub mod token;
 pub use budget::{Budget, BudgetSpec, BudgetStatus};
 pub use compile::{Compiled, Diagnostic, Inputs, Resources, Severity, compile};
 pub use config::GatewayConfig;
-pub use machine_token::{MachineToken, MachineTokenSpec, MachineTokenStatus};
+pub use machine_token::{MachineToken, MachineTokenSpec, MachineTokenStatus, TokenSecretState};
 pub use policy::{Policy, PolicySpec, PolicyStatus};
 pub use provider::{Provider, ProviderSpec, ProviderStatus, ProviderType};
 pub use service::{Service, ServiceSpec, ServiceStatus};

@@ -5,14 +5,13 @@
 //! A Secret supplied in the config folder under the token's `secretName` takes precedence; one
 //! without the `uprox.dev/machine-token` label is never overwritten or adopted.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use uprox_crds::MachineToken;
+use uprox_crds::machine_token::issued_rotation;
 use uprox_crds::token;
+use uprox_crds::{MachineToken, TokenSecretState};
 
 /// Could not issue a token.
 #[derive(Debug, thiserror::Error)]
@@ -44,23 +43,6 @@ pub struct Issued {
     pub secret: Secret,
 }
 
-/// The rotation a token Secret was issued for.
-pub fn rotation_of(secret: &Secret) -> u32 {
-    secret
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(token::ROTATION_ANNOTATION))
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Whether `secret` is this token's current Secret.
-fn is_current(secret: &Secret, mt: &MachineToken) -> bool {
-    secret.metadata.labels.as_ref().and_then(|l| l.get(token::SECRET_LABEL)) == mt.metadata.name.as_ref()
-        && rotation_of(secret) >= mt.spec.rotation
-}
-
 /// Issues a token for every MachineToken (not revoked) whose Secret is missing or older than its
 /// `spec.rotation`, writing each into `state_dir/tokens/`. `secrets` gains the new Secrets and
 /// loses the ones they replace.
@@ -77,36 +59,21 @@ pub fn issue_missing(
         let existing = secrets.iter().position(|s| {
             s.metadata.namespace.as_deref() == Some(&namespace) && s.metadata.name.as_deref() == Some(&secret_name)
         });
-        match existing {
-            Some(i) if is_current(&secrets[i], mt) => continue,
-            // A Secret of the same name that uprox did not issue: leave it, compile reports it.
-            Some(i) if secrets[i].metadata.labels.as_ref().and_then(|l| l.get(token::SECRET_LABEL)).is_none() => {
-                continue;
+        match mt.secret_state(existing.map(|i| &secrets[i])) {
+            // Current, or a Secret of that name uprox did not issue: leave it (compile reports it).
+            TokenSecretState::Current | TokenSecretState::Foreign => continue,
+            TokenSecretState::Stale => {
+                if let Some(i) = existing {
+                    secrets.remove(i);
+                }
             }
-            Some(i) => {
-                secrets.remove(i);
-            }
-            None => {}
+            TokenSecretState::Missing => {}
         }
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(IssueError::Random)?;
         let plaintext = token::format(&random);
         let name = mt.metadata.name.clone().unwrap_or_default();
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(secret_name.clone()),
-                namespace: Some(namespace.clone()),
-                labels: Some(BTreeMap::from([(token::SECRET_LABEL.to_owned(), name.clone())])),
-                annotations: Some(BTreeMap::from([
-                    (token::ROTATION_ANNOTATION.to_owned(), mt.spec.rotation.to_string()),
-                    (token::ISSUED_AT_ANNOTATION.to_owned(), now.to_owned()),
-                ])),
-                ..ObjectMeta::default()
-            },
-            type_: Some("Opaque".to_owned()),
-            string_data: Some(BTreeMap::from([(token::SECRET_KEY.to_owned(), plaintext.clone())])),
-            ..Secret::default()
-        };
+        let secret = mt.issued_secret(&plaintext, now);
         write_manifest(&state_dir.join("tokens").join(format!("{namespace}.{secret_name}.yaml")), &secret)?;
         secrets.push(secret.clone());
         issued.push(Issued { token: format!("{namespace}/{name}"), plaintext, secret });
@@ -144,6 +111,7 @@ fn write_manifest(path: &Path, secret: &Secret) -> Result<(), IssueError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use uprox_crds::MachineTokenSpec;
 
     fn mt(name: &str, rotation: u32) -> MachineToken {
@@ -186,7 +154,7 @@ mod tests {
         assert_eq!(second.len(), 1);
         assert_ne!(first[0].plaintext, second[0].plaintext);
         assert_eq!(secrets.len(), 1);
-        assert_eq!(rotation_of(&secrets[0]), 1);
+        assert_eq!(issued_rotation(&secrets[0]), 1);
         let mut revoked = mt("b", 0);
         revoked.spec.revoked = true;
         assert!(issue_missing(&[revoked], &mut Vec::new(), dir.path(), "t").unwrap().is_empty());

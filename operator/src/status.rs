@@ -1,0 +1,286 @@
+//! What every resource's `status` should say after a compilation: pure functions from the
+//! resource, the [`Compiled`] output and the clock to the status the operator patches.
+//!
+//! `Ready` is true when the resource is in the compiled config and serving as written; the
+//! specific conditions (`KeysResolved`, `ReferencesResolved`, `Issued`) say which part is
+//! wrong. Error diagnostics make `Ready` false with the diagnostic's reason and message, so
+//! `kubectl describe` tells a person what to fix. Conditions keep their `lastTransitionTime`
+//! while their status holds ([`conditions::upsert`]), so an unchanged resource yields a status
+//! equal to the one it has and no patch is sent.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt as _;
+use uprox_crds::common::ObjectId;
+use uprox_crds::conditions::{self, ISSUED, KEYS_RESOLVED, READY, REFERENCES_RESOLVED, reason};
+use uprox_crds::config::TokenConfig;
+use uprox_crds::{
+    Budget, BudgetStatus, Compiled, Diagnostic, MachineToken, MachineTokenStatus, Policy, PolicyStatus, Provider,
+    ProviderStatus, Service, ServiceStatus, TokenSecretState, token,
+};
+
+/// Reasons that mean a Secret a Provider names cannot be read.
+const KEY_REASONS: &[&str] = &[reason::SECRET_NOT_FOUND, reason::SECRET_KEY_NOT_FOUND, reason::SECRET_VALUE_INVALID];
+
+/// Lookups over one compilation, built once and shared by every status computation.
+#[derive(Debug, Default)]
+pub struct Index<'a> {
+    compiled: Option<&'a Compiled>,
+    provider_keys: HashMap<&'a ObjectId, usize>,
+    service_providers: HashMap<&'a ObjectId, usize>,
+    service_tokens: HashMap<&'a ObjectId, u32>,
+    tokens: HashMap<&'a ObjectId, &'a TokenConfig>,
+    policy_attachments: HashMap<&'a ObjectId, u32>,
+}
+
+impl<'a> Index<'a> {
+    /// Indexes one compilation.
+    pub fn new(compiled: &'a Compiled) -> Self {
+        let config = &compiled.config;
+        let mut index = Self { compiled: Some(compiled), ..Self::default() };
+        for p in &config.providers {
+            index.provider_keys.insert(&p.id, p.keys.len());
+        }
+        for s in &config.services {
+            index.service_providers.insert(&s.id, s.providers.len());
+            for p in &s.policies {
+                *index.policy_attachments.entry(p).or_default() += 1;
+            }
+        }
+        for t in &config.tokens {
+            index.tokens.insert(&t.id, t);
+            *index.service_tokens.entry(&t.service).or_default() += 1;
+            for p in &t.policies {
+                *index.policy_attachments.entry(p).or_default() += 1;
+            }
+        }
+        index
+    }
+
+    fn diagnostics(&self, kind: &'a str, id: &'a ObjectId) -> Vec<&'a Diagnostic> {
+        self.compiled.map(|c| c.diagnostics_for(kind, id).collect()).unwrap_or_default()
+    }
+}
+
+/// The identity of a namespaced resource.
+pub fn id_of(object: &impl kube::Resource) -> ObjectId {
+    ObjectId::new(object.meta().namespace.clone().unwrap_or_default(), object.meta().name.clone().unwrap_or_default())
+}
+
+/// A Provider's status.
+pub fn provider(object: &Provider, index: &Index<'_>, now: &Time) -> ProviderStatus {
+    let id = id_of(object);
+    let generation = object.metadata.generation;
+    let diags = index.diagnostics("Provider", &id);
+    let mut conds = object.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let key_problems: Vec<&Diagnostic> = diags.iter().copied().filter(|d| KEY_REASONS.contains(&d.reason)).collect();
+    set(&mut conds, KEYS_RESOLVED, &key_problems, "every key resolved to a Secret value", generation, now);
+    let keys = index.provider_keys.get(&id).copied();
+    set_ready(&mut conds, &diags, keys.is_some(), "in the compiled config", generation, now);
+    ProviderStatus { observed_generation: generation, keys: Some(keys.unwrap_or_default() as u32), conditions: conds }
+}
+
+/// A Service's status.
+pub fn service(object: &Service, index: &Index<'_>, now: &Time) -> ServiceStatus {
+    let id = id_of(object);
+    let generation = object.metadata.generation;
+    let diags = index.diagnostics("Service", &id);
+    let mut conds = object.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let errors: Vec<&Diagnostic> = diags.iter().copied().filter(|d| d.is_error()).collect();
+    set(&mut conds, REFERENCES_RESOLVED, &errors, "every Policy, Provider and pinned key resolved", generation, now);
+    let providers = index.service_providers.get(&id).copied();
+    set_ready(&mut conds, &diags, providers.is_some(), "in the compiled config", generation, now);
+    ServiceStatus {
+        observed_generation: generation,
+        providers: Some(providers.unwrap_or_default() as u32),
+        tokens: Some(index.service_tokens.get(&id).copied().unwrap_or_default()),
+        conditions: conds,
+    }
+}
+
+/// A Policy's status.
+pub fn policy(object: &Policy, index: &Index<'_>, now: &Time) -> PolicyStatus {
+    let id = id_of(object);
+    let generation = object.metadata.generation;
+    let diags = index.diagnostics("Policy", &id);
+    let mut conds = object.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let compiled = index.compiled.is_some_and(|c| c.config.policies.iter().any(|p| p.id == id));
+    set_ready(&mut conds, &diags, compiled, "in the compiled config", generation, now);
+    PolicyStatus {
+        observed_generation: generation,
+        attached: Some(index.policy_attachments.get(&id).copied().unwrap_or_default()),
+        conditions: conds,
+    }
+}
+
+/// A Budget's status. Spend fields belong to the usage ledger and are left as they are.
+pub fn budget(object: &Budget, index: &Index<'_>, now: &Time) -> BudgetStatus {
+    let id = id_of(object);
+    let generation = object.metadata.generation;
+    let diags = index.diagnostics("Budget", &id);
+    let current = object.status.clone().unwrap_or_default();
+    let mut conds = current.conditions.clone();
+    let errors: Vec<&Diagnostic> = diags.iter().copied().filter(|d| d.is_error()).collect();
+    set(&mut conds, REFERENCES_RESOLVED, &errors, "every Service it names exists", generation, now);
+    let compiled = index.compiled.is_some_and(|c| c.config.budgets.iter().any(|b| b.id == id));
+    set_ready(&mut conds, &diags, compiled, "in the compiled config", generation, now);
+    BudgetStatus { observed_generation: generation, conditions: conds, ..current }
+}
+
+/// A MachineToken's status. `secret` is the token's Secret when uprox issued it.
+pub fn machine_token(
+    object: &MachineToken,
+    secret: Option<&Secret>,
+    index: &Index<'_>,
+    now: &Time,
+) -> MachineTokenStatus {
+    let id = id_of(object);
+    let generation = object.metadata.generation;
+    let diags = index.diagnostics("MachineToken", &id);
+    let mut conds = object.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let current = match object.secret_state(secret) {
+        TokenSecretState::Current => secret,
+        _ => None,
+    };
+    let live = index.tokens.get(&id);
+
+    let (issued_ok, issued_reason, issued_message) = match (current, object.spec.revoked) {
+        (_, true) => (false, reason::REVOKED, "revoked: every request with this token is refused".to_owned()),
+        (Some(s), false) => {
+            (true, reason::ISSUED, format!("issued into Secret {}", s.metadata.name.as_deref().unwrap_or_default()))
+        }
+        (None, false) => {
+            let why = diags
+                .iter()
+                .find(|d| d.reason == reason::NOT_ISSUED)
+                .map_or_else(|| "not issued yet".to_owned(), |d| d.message.clone());
+            (false, reason::NOT_ISSUED, why)
+        }
+    };
+    upsert(&mut conds, ISSUED, issued_ok, issued_reason, issued_message, generation, now);
+
+    let reference_errors: Vec<&Diagnostic> =
+        diags.iter().copied().filter(|d| d.is_error() && d.reason != reason::NOT_ISSUED).collect();
+    set(&mut conds, REFERENCES_RESOLVED, &reference_errors, "its Service and Policies exist", generation, now);
+
+    let expires_at = object.spec.expires_at.clone();
+    let expired = expires_at.as_ref().is_some_and(|t| t.0 <= now.0);
+    if object.spec.revoked {
+        upsert(&mut conds, READY, false, reason::REVOKED, "revoked", generation, now);
+    } else if expired {
+        upsert(
+            &mut conds,
+            READY,
+            false,
+            reason::EXPIRED,
+            "expired: set spec.expiresAt later, or remove it",
+            generation,
+            now,
+        );
+    } else if live.is_some_and(|t| t.denied.is_none()) {
+        upsert(&mut conds, READY, true, reason::COMPILED, "accepted by the gateway", generation, now);
+    } else {
+        let first = diags.iter().find(|d| d.is_error()).or(diags.first());
+        let (r, message) =
+            first.map_or((reason::NOT_ISSUED, "not issued yet".to_owned()), |d| (d.reason, joined(&diags)));
+        upsert(&mut conds, READY, false, r, message, generation, now);
+    }
+
+    MachineTokenStatus {
+        observed_generation: generation,
+        display: current.and_then(token_display),
+        secret_name: Some(object.secret_name()),
+        issued_at: current.and_then(issued_at),
+        expires_at,
+        conditions: conds,
+    }
+}
+
+/// What may be shown of the token in a Secret: prefix and a few characters.
+fn token_display(secret: &Secret) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(token::SECRET_KEY)?;
+    let text = std::str::from_utf8(&bytes.0).ok()?;
+    token::is_well_formed(text).then(|| token::display(text))
+}
+
+fn issued_at(secret: &Secret) -> Option<Time> {
+    let text = secret.annotations().get(token::ISSUED_AT_ANNOTATION)?;
+    text.parse().ok().map(Time)
+}
+
+/// Sets a specific condition: true with `ok_message` when there are no problems, else false
+/// with the first problem's reason and every problem's message.
+fn set(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    problems: &[&Diagnostic],
+    ok_message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    match problems.first() {
+        None => upsert(conds, type_, true, reason::COMPILED, ok_message.to_owned(), generation, now),
+        Some(first) => upsert(conds, type_, false, first.reason, joined(problems), generation, now),
+    }
+}
+
+/// Sets `Ready`: false on any error (or when the resource is absent from the config), true
+/// otherwise, with warnings appended to the message so they are not lost.
+fn set_ready(
+    conds: &mut Vec<Condition>,
+    diags: &[&Diagnostic],
+    in_config: bool,
+    ok_message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let errors: Vec<&Diagnostic> = diags.iter().copied().filter(|d| d.is_error()).collect();
+    if let Some(first) = errors.first() {
+        upsert(conds, READY, false, first.reason, joined(&errors), generation, now);
+    } else if !in_config {
+        upsert(conds, READY, false, reason::INVALID_SPEC, "not in the compiled config".to_owned(), generation, now);
+    } else if diags.is_empty() {
+        upsert(conds, READY, true, reason::COMPILED, ok_message.to_owned(), generation, now);
+    } else {
+        upsert(
+            conds,
+            READY,
+            true,
+            reason::COMPILED,
+            format!("{ok_message}; warning: {}", joined(diags)),
+            generation,
+            now,
+        );
+    }
+}
+
+fn upsert(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    conditions::upsert(conds, conditions::new(type_, ok, reason, message, generation, now.clone()));
+}
+
+/// Messages joined for one condition; the API server caps a message at 32 KiB.
+fn joined(diags: &[&Diagnostic]) -> String {
+    let mut text = diags.iter().map(|d| d.message.as_str()).collect::<Vec<_>>().join("; ");
+    if text.len() > 32 * 1024 - 16 {
+        let mut cut = 32 * 1024 - 16;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" …");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;
