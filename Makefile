@@ -8,6 +8,8 @@
 #   make bench            uprox vs nginx vs direct upstream (bench/run.sh; BENCH_DURATION=10s)
 #   make bench-reload     standalone change-to-effect latency (bench/reload.py)
 #   make sdk              the OpenAI SDK suite and the offline manifest checks (tests/sdk/run.sh)
+#   make kind-up          a kind cluster from kind-cluster.yaml with the CRDs (needs Docker and kind)
+#   make e2e              the kind suite: operator and gateway against a real cluster (tests/kind/run.sh)
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -16,7 +18,7 @@ SHELL := bash
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench bench-reload sdk
+.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench bench-reload sdk kind-up e2e
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -58,3 +60,10 @@ bench-reload:
 
 sdk:
 	bash tests/sdk/run.sh
+
+kind-up:
+	kind get clusters 2>/dev/null | grep -qx uprox-e2e || kind create cluster --config kind-cluster.yaml --wait 120s
+	kubectl --context kind-uprox-e2e apply -f crds/
+
+e2e:
+	bash tests/kind/run.sh
