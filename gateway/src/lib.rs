@@ -2,12 +2,13 @@
 //! machine tokens, applies Policies, routes by model and relays upstream answers, all from one
 //! immutable snapshot of the compiled config that config sources swap in atomically.
 //!
-//! Config sources: [`standalone`] (a folder of manifests, compiled in-process). The cluster
-//! source (the operator's ConfigMap and Secret) comes with the operator.
+//! Config sources: [`standalone`] (a folder of manifests, compiled in-process) and [`cluster`]
+//! (the config the operator compiled, watched through the Kubernetes API).
 
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod cluster;
 pub mod error;
 pub mod handlers;
 pub mod policy;

@@ -1,24 +1,47 @@
-//! `uprox-gateway`: runs the gateway. Standalone mode (the default) serves a folder of manifests.
+//! `uprox-gateway`: runs the gateway. Standalone mode (the default) serves a folder of manifests;
+//! cluster mode serves the config the operator compiled into the gateway's namespace.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use uprox_gateway::app::{Gateway, Settings};
-use uprox_gateway::{server, standalone};
+use uprox_gateway::{cluster, server, standalone};
+
+/// How long the start-up check of the Kubernetes API may take.
+const API_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the config comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Source {
+    /// A folder of manifests (`--config`), compiled in-process.
+    Standalone,
+    /// The operator's compiled ConfigMaps and Secrets in `--namespace`, watched through the
+    /// Kubernetes API.
+    Cluster,
+}
 
 /// One OpenAI-compatible endpoint in front of OpenAI, Anthropic and Azure OpenAI, with machine
 /// tokens, policies, budgets and an audit trail.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Folder of manifests to serve (uprox.dev resources and v1 Secrets), watched for changes.
+    /// Where the config comes from: a folder of manifests, or the operator's compiled objects.
+    #[arg(long, env = "UPROX_SOURCE", value_enum, default_value_t = Source::Standalone)]
+    source: Source,
+    /// Cluster mode: the namespace the operator writes the compiled config to. Default: the
+    /// pod's own namespace, else `uprox-system`.
+    #[arg(long, env = "UPROX_NAMESPACE")]
+    namespace: Option<String>,
+    /// Standalone mode: folder of manifests to serve (uprox.dev resources and v1 Secrets),
+    /// watched for changes.
     #[arg(long, env = "UPROX_CONFIG", default_value = "config/samples")]
     config: PathBuf,
-    /// Folder where issued tokens are kept (as Secret manifests).
+    /// Standalone mode: folder where issued tokens are kept (as Secret manifests).
     #[arg(long, env = "UPROX_STATE", default_value = ".state")]
     state: PathBuf,
     /// Address to listen on. Port 0 picks a free port (printed at start).
@@ -60,6 +83,36 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> ExitCode {
     let settings = Settings { max_body_bytes: args.max_body_bytes, ..Settings::default() };
     let gateway = Gateway::new(settings);
+    let started = match args.source {
+        Source::Standalone => start_standalone(&args, &gateway).await,
+        Source::Cluster => start_cluster(&args, &gateway).await,
+    };
+    let Some((source, description)) = started else {
+        return ExitCode::FAILURE;
+    };
+    let count = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = match server::Workers::start(gateway.clone(), args.listen, count, Duration::from_secs(30)) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("uprox-gateway: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!("uprox-gateway listening on http://{} ({} workers, {description})", workers.addr, workers.count());
+    let source = tokio::spawn(source);
+    shutdown_signal().await;
+    source.abort();
+    // Joining blocks until in-flight requests drain; keep it off the runtime thread.
+    let _ = tokio::task::spawn_blocking(move || workers.stop_and_join()).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// The config source's task, started once serving begins, and how to describe it.
+type Started = Option<(futures_util::future::BoxFuture<'static, ()>, String)>;
+
+/// Loads the folder once (a config that cannot be served is fatal at start-up), then watches it.
+async fn start_standalone(args: &Args, gateway: &Arc<Gateway>) -> Started {
     let options = standalone::Options {
         config_dir: args.config.clone(),
         state_dir: args.state.clone(),
@@ -74,34 +127,44 @@ async fn run(args: Args) -> ExitCode {
             for p in problems {
                 eprintln!("  - {p}");
             }
-            return ExitCode::FAILURE;
+            return None;
         }
         Err(e) => {
             eprintln!("uprox-gateway: loading the config failed: {e}");
-            return ExitCode::FAILURE;
+            return None;
         }
     }
-    let count = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let workers = match server::Workers::start(gateway.clone(), args.listen, count, Duration::from_secs(30)) {
-        Ok(w) => w,
+    let description = format!("standalone mode, config {}", args.config.display());
+    Some((Box::pin(standalone::watch(gateway.clone(), options)), description))
+}
+
+/// Connects to the Kubernetes API (an unreachable API is fatal at start-up), then watches the
+/// compiled objects. A config that is not there yet is not: the gateway stays unready and waits.
+async fn start_cluster(args: &Args, gateway: &Arc<Gateway>) -> Started {
+    let namespace = args.namespace.clone().unwrap_or_else(cluster::pod_namespace);
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("uprox-gateway: cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
+            eprintln!(
+                "uprox-gateway: cluster mode needs a Kubernetes client (in-cluster service account or kubeconfig): {e}"
+            );
+            return None;
         }
     };
-    tracing::info!(
-        "uprox-gateway listening on http://{} ({} workers, standalone mode, config {})",
-        workers.addr,
-        workers.count(),
-        args.config.display()
-    );
-    let watcher = tokio::spawn(standalone::watch(gateway, options));
-    shutdown_signal().await;
-    watcher.abort();
-    // Joining blocks until in-flight requests drain; keep it off the runtime thread.
-    let _ = tokio::task::spawn_blocking(move || workers.stop_and_join()).await;
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    match tokio::time::timeout(API_CHECK_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(v)) => tracing::info!("connected to the Kubernetes API (version {}.{})", v.major, v.minor),
+        Ok(Err(e)) => {
+            eprintln!("uprox-gateway: the Kubernetes API is unreachable: {e}");
+            return None;
+        }
+        Err(_) => {
+            eprintln!("uprox-gateway: the Kubernetes API did not answer within {}s", API_CHECK_TIMEOUT.as_secs());
+            return None;
+        }
+    }
+    tracing::info!("watching the compiled config in namespace {namespace}; not ready until it is loaded");
+    let description = format!("cluster mode, namespace {namespace}");
+    Some((Box::pin(cluster::watch(gateway.clone(), client, namespace)), description))
 }
 
 async fn shutdown_signal() {

@@ -200,8 +200,9 @@ pub fn machine_token(
 
 /// What may be shown of the token in a Secret: prefix and a few characters.
 fn token_display(secret: &Secret) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(token::SECRET_KEY)?;
-    let text = std::str::from_utf8(&bytes.0).ok()?;
+    let from_data = secret.data.as_ref().and_then(|d| d.get(token::SECRET_KEY)).map(|b| b.0.as_slice());
+    let from_string_data = secret.string_data.as_ref().and_then(|d| d.get(token::SECRET_KEY)).map(String::as_bytes);
+    let text = std::str::from_utf8(from_data.or(from_string_data)?).ok()?;
     token::is_well_formed(text).then(|| token::display(text))
 }
 

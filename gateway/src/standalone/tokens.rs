@@ -9,7 +9,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
-use uprox_crds::machine_token::issued_rotation;
 use uprox_crds::token;
 use uprox_crds::{MachineToken, TokenSecretState};
 
@@ -113,6 +112,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use uprox_crds::MachineTokenSpec;
+    use uprox_crds::machine_token::issued_rotation;
 
     fn mt(name: &str, rotation: u32) -> MachineToken {
         let mut t = MachineToken::new(

@@ -186,6 +186,12 @@ impl Harness {
         let options = Self::options_for(&dir);
         standalone::load_and_install(&gateway, &options).expect("test config must load");
         let watcher = tokio::spawn(standalone::watch(gateway.clone(), options));
+        Self::serve(gateway, watcher, dir).await
+    }
+
+    /// Serves `gateway` on 127.0.0.1:0, whatever its config source; `watcher` (the source's
+    /// task) is stopped with the harness.
+    pub async fn serve(gateway: Arc<Gateway>, watcher: tokio::task::JoinHandle<()>, dir: tempfile::TempDir) -> Self {
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
