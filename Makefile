@@ -7,6 +7,7 @@
 #   make check-generated  fail when the committed CRD YAML differs from the types
 #   make bench            uprox vs nginx vs direct upstream (bench/run.sh; BENCH_DURATION=10s)
 #   make bench-reload     standalone change-to-effect latency (bench/reload.py)
+#   make bench-scale      10,000 MachineTokens and 1,000 Services through operator and gateway
 #   make sdk              the OpenAI SDK suite and the offline manifest checks (tests/sdk/run.sh)
 #   make kind-up          a kind cluster from kind-cluster.yaml with the CRDs (needs Docker and kind)
 #   make e2e              the kind suite: operator and gateway against a real cluster (tests/kind/run.sh)
@@ -18,7 +19,7 @@ SHELL := bash
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench bench-reload sdk kind-up e2e
+.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench bench-reload bench-scale sdk kind-up e2e
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -57,6 +58,9 @@ bench:
 
 bench-reload:
 	python3 bench/reload.py
+
+bench-scale:
+	$(CARGO) bench -p uprox-cluster-tests --bench scale
 
 sdk:
 	bash tests/sdk/run.sh

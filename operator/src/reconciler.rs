@@ -73,6 +73,10 @@ pub struct PassReport {
     pub failures: usize,
     /// Compile time.
     pub compile_time: Duration,
+    /// Live tokens in the compiled config.
+    pub tokens: usize,
+    /// Services in the compiled config.
+    pub services: usize,
 }
 
 /// The loop's state.
@@ -184,6 +188,8 @@ impl Reconciler {
         let started = Instant::now();
         let compiled = compile(&resources.inputs());
         report.compile_time = started.elapsed();
+        report.tokens = compiled.config.tokens.len();
+        report.services = compiled.config.services.len();
         self.metrics.compiles.inc();
         self.metrics.compile_duration.observe(report.compile_time.as_secs_f64());
         self.record_diagnostics(&compiled);
