@@ -73,6 +73,9 @@ pub struct PassReport {
     pub failures: usize,
     /// Compile time.
     pub compile_time: Duration,
+    /// Time spent per phase: reading the stores, compiling, writing the config, issuing
+    /// tokens, writing statuses.
+    pub phases: [Duration; 5],
     /// Live tokens in the compiled config.
     pub tokens: usize,
     /// Services in the compiled config.
@@ -175,6 +178,11 @@ impl Reconciler {
     /// One pass. Returns its report and how long until the next token expiry, if any.
     pub async fn pass(&mut self) -> (PassReport, Option<Duration>) {
         let mut report = PassReport::default();
+        let mut phase = Instant::now();
+        let mut lap = |i: usize, report: &mut PassReport| {
+            report.phases[i] = phase.elapsed();
+            phase = Instant::now();
+        };
         let mut resources = self.stores.resources();
         let wanted = provider_secrets::wanted(&resources.providers);
         let (provider_secrets, complete) =
@@ -184,6 +192,7 @@ impl Reconciler {
             self.metrics.failures.with_label_values(&["Provider", "SecretReadFailed"]).inc();
         }
         resources.secrets.extend(provider_secrets);
+        lap(0, &mut report);
 
         let started = Instant::now();
         let compiled = compile(&resources.inputs());
@@ -193,6 +202,7 @@ impl Reconciler {
         self.metrics.compiles.inc();
         self.metrics.compile_duration.observe(report.compile_time.as_secs_f64());
         self.record_diagnostics(&compiled);
+        lap(1, &mut report);
 
         match self.outputs.write(&compiled).await {
             Ok(written) => {
@@ -206,14 +216,17 @@ impl Reconciler {
             }
         }
 
+        lap(2, &mut report);
         let now = Timestamp::now();
         let (issued, issue_failures) = self.issue_tokens(&resources.tokens, &now.to_string()).await;
         report.issued = issued;
         report.failures += issue_failures;
+        lap(3, &mut report);
 
         let (statuses, status_failures) = self.write_statuses(&compiled, &Time(now)).await;
         report.statuses = statuses;
         report.failures += status_failures;
+        lap(4, &mut report);
 
         let next_expiry = resources
             .tokens
@@ -241,7 +254,7 @@ impl Reconciler {
         for mt in machine_tokens.iter().filter(|mt| !mt.spec.revoked) {
             let namespace = mt.metadata.namespace.as_deref().unwrap_or_default();
             let existing = self.stores.token_secret(namespace, &mt.secret_name());
-            work.push(async move { (mt, tokens::issue(&self.client, mt, existing.as_ref(), now).await) });
+            work.push(async move { (mt, tokens::issue(&self.client, mt, existing.as_deref(), now).await) });
         }
         let mut issued = 0;
         let mut failures = 0;
@@ -302,7 +315,7 @@ impl Reconciler {
             self.stores.token_secret(mt.metadata.namespace.as_deref().unwrap_or_default(), &mt.secret_name())
         };
         tally(
-            self.sync(&self.stores.tokens.state(), |mt| status::machine_token(mt, secret(mt).as_ref(), &index, now))
+            self.sync(&self.stores.tokens.state(), |mt| status::machine_token(mt, secret(mt).as_deref(), &index, now))
                 .await,
         );
         (written, failures)

@@ -206,9 +206,13 @@ fn token_display(secret: &Secret) -> Option<String> {
     token::is_well_formed(text).then(|| token::display(text))
 }
 
+/// When the token was issued, to the second: `Time` is stored with second precision, so a
+/// finer value would never equal what the API server gives back and would be rewritten on
+/// every pass.
 fn issued_at(secret: &Secret) -> Option<Time> {
     let text = secret.annotations().get(token::ISSUED_AT_ANNOTATION)?;
-    text.parse().ok().map(Time)
+    let at: k8s_openapi::jiff::Timestamp = text.parse().ok()?;
+    k8s_openapi::jiff::Timestamp::from_second(at.as_second()).ok().map(Time)
 }
 
 /// Sets a specific condition: true with `ok_message` when there are no problems, else false

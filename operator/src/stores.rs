@@ -65,7 +65,12 @@ where
             .map(|api| {
                 let (reader, writer) = reflector::store();
                 let dirty = dirty.clone();
-                let stream = reflector::reflector(writer, watcher::watcher(api, config.clone())).default_backoff();
+                // managedFields are dropped before the store: nothing reads them, and they are
+                // often the bulk of an object.
+                let events = watcher::watcher(api, config.clone())
+                    .default_backoff()
+                    .modify(|object| object.meta_mut().managed_fields = None);
+                let stream = reflector::reflector(writer, events);
                 tasks.spawn(async move {
                     let mut stream = std::pin::pin!(stream);
                     while let Some(event) = stream.next().await {
@@ -179,10 +184,12 @@ impl Stores {
     }
 
     /// The Secret a MachineToken names: in full when uprox issued it, by metadata otherwise.
-    pub fn token_secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+    pub fn token_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         if let Some(full) = self.token_secrets.get(namespace, name) {
-            return Some(Secret::clone(&full));
+            return Some(full);
         }
-        self.secret_meta.get(namespace, name).map(|m| Secret { metadata: m.metadata.clone(), ..Secret::default() })
+        self.secret_meta
+            .get(namespace, name)
+            .map(|m| Arc::new(Secret { metadata: m.metadata.clone(), ..Secret::default() }))
     }
 }

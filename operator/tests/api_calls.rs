@@ -263,3 +263,18 @@ async fn a_status_is_applied_to_the_status_subresource() {
     assert_eq!(seen[0].body["kind"], "MachineToken");
     assert!(seen[0].body.get("spec").is_none(), "a status write must not carry the spec");
 }
+
+#[tokio::test]
+async fn missing_crds_are_named_with_the_command_that_installs_them() {
+    let empty = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []});
+    // Provider and Budget installed; Service, MachineToken and Policy missing.
+    let replies = vec![ok(empty.clone()), not_found(), not_found(), not_found(), ok(empty)];
+    let seen = scenario(replies, |client| async move {
+        let err = uprox_operator::preflight::check(&client, None).await.unwrap_err().to_string();
+        assert!(err.contains("services.uprox.dev, machinetokens.uprox.dev, policies.uprox.dev"), "{err}");
+        assert!(err.contains("kubectl apply -f crds/"), "{err}");
+    })
+    .await;
+    assert_eq!(seen[0].path, "/apis/uprox.dev/v1alpha1/providers");
+    assert!(seen[0].query.contains("limit=1"));
+}

@@ -149,8 +149,15 @@ fn an_unchanged_world_needs_no_second_write() {
     let again = provider(&world.resources.providers[0], &index, &at(60));
     assert_eq!(first, again, "a later clock alone must not change the status");
 
+    // As the API server stores it: times at second precision.
+    let issued = world.token().issued_secret(KEY, "2026-11-27T10:00:00.123456789Z");
+    world.resources.secrets.retain(|s| s.metadata.name.as_deref() != Some("app-token"));
+    world.resources.secrets.push(as_stored(issued));
+    let compiled = world.compiled();
+    let index = Index::new(&compiled);
     let token_status = machine_token(world.token(), world.token_secret(), &index, &at(0));
-    world.resources.tokens[0].status = Some(token_status.clone());
+    let stored = serde_json::from_value(serde_json::to_value(&token_status).unwrap()).unwrap();
+    world.resources.tokens[0].status = Some(stored);
     assert_eq!(machine_token(world.token(), world.token_secret(), &index, &at(60)), token_status);
 }
 

@@ -208,3 +208,29 @@ async fn a_large_config_is_split_and_still_served() {
     let parts: Vec<ConfigMap> = cluster.api.list(Some(GATEWAY_NAMESPACE));
     assert!(parts.len() > 3, "expected the config split over several ConfigMaps, got {}", parts.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_cluster_writes_nothing() {
+    let cluster = Cluster::start().await;
+    cluster.apply_yaml(TEAM);
+    let token = issued_token(&cluster).await;
+    cluster.until_status(&token, "mock-1", StatusCode::OK, TIMEOUT).await;
+    // Let the passes that follow issuance settle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut reports = cluster.reports.clone();
+    reports.borrow_and_update();
+    cluster.api.clear_requests();
+
+    // An unrelated Secret wakes the operator: a full pass that must find nothing to write.
+    cluster.apply_yaml("apiVersion: v1\nkind: Secret\nmetadata: {name: unrelated, namespace: team}\n");
+    tokio::time::timeout(TIMEOUT, reports.changed()).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writes: Vec<String> = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != http::Method::GET)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "a pass over an unchanged cluster wrote: {writes:?}");
+}
