@@ -57,12 +57,18 @@ impl Cluster {
 
     /// Like [`start`](Self::start), with config parts of at most `max_part` bytes.
     pub async fn start_with(max_part: usize) -> Self {
+        Self::start_scoped(max_part, Vec::new()).await
+    }
+
+    /// Like [`start_with`](Self::start_with), the operator watching only `namespaces` (all
+    /// when empty).
+    pub async fn start_scoped(max_part: usize, namespaces: Vec<String>) -> Self {
         let api = FakeApiServer::start().await;
         let client = api.client();
         let mut tasks = JoinSet::new();
 
         let dirty = Arc::new(Notify::new());
-        let stores = Stores::start(&client, &Scope::default(), &dirty, &mut tasks);
+        let stores = Stores::start(&client, &Scope { namespaces }, &dirty, &mut tasks);
         let mut outputs = Outputs::open(client.clone(), GATEWAY_NAMESPACE).await.expect("operator outputs");
         if max_part != usize::MAX {
             outputs = outputs.with_max_part(max_part);

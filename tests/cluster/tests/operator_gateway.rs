@@ -234,3 +234,20 @@ async fn a_settled_cluster_writes_nothing() {
         .collect();
     assert!(writes.is_empty(), "a pass over an unchanged cluster wrote: {writes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_limited_to_some_namespaces_leaves_the_others_alone() {
+    let cluster = Cluster::start_scoped(usize::MAX, vec!["team".into(), "empty".into()]).await;
+    cluster.apply_yaml(TEAM);
+    cluster.apply_yaml(&TEAM.replace("namespace: team", "namespace: other"));
+    let token = issued_token(&cluster).await;
+    cluster.until_status(&token, "mock-1", StatusCode::OK, TIMEOUT).await;
+    let manifest: ConfigMap = cluster.api.get(Some(GATEWAY_NAMESPACE), cluster::CONFIG_NAME).unwrap();
+    let parts: Vec<ConfigMap> = cluster.api.list(Some(GATEWAY_NAMESPACE));
+    let by_name = parts.into_iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), c)).collect();
+    let config = cluster::read_config(&manifest, &by_name).unwrap();
+    assert!(config.services.iter().all(|s| s.id.namespace == "team"), "{:?}", config.services);
+    assert!(cluster.api.get::<Secret>(Some("other"), "app-token").is_none(), "no token issued outside the scope");
+    let other: MachineToken = cluster.api.get(Some("other"), "app").unwrap();
+    assert!(other.status.is_none(), "no status written outside the scope");
+}
