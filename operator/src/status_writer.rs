@@ -11,7 +11,7 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uprox_crds::cluster::FIELD_MANAGER;
-use uprox_crds::conditions::READY;
+use uprox_crds::conditions::{READY, reason};
 use uprox_crds::{
     Budget, BudgetStatus, MachineToken, MachineTokenStatus, Policy, PolicyStatus, Provider, ProviderStatus, Service,
     ServiceStatus,
@@ -63,12 +63,18 @@ pub fn needs_write<K: WithStatus>(object: &K, desired: &K::Status) -> bool {
 
 /// The Event to record when `Ready` moves from `before` to `after`: a warning whenever the
 /// resource stops being (or starts out not) ready, a normal event when it recovers. A resource
-/// that starts out ready makes no noise.
+/// that starts out ready makes no noise, and neither does a new token waiting for its first
+/// issue (its `Issued` Event tells that story), so creating many tokens at once does not flood
+/// the namespace with Events.
 pub fn ready_event(before: Option<&[Condition]>, after: &[Condition]) -> Option<Event> {
     let ready = |conds: &[Condition]| conds.iter().find(|c| c.type_ == READY).cloned();
     let new = ready(after)?;
     let old = before.and_then(ready);
     let was = old.as_ref().map(|c| c.status.as_str());
+    let awaiting_issue = |c: &Condition| c.status == "False" && c.reason == reason::NOT_ISSUED;
+    if (old.is_none() && awaiting_issue(&new)) || (old.as_ref().is_some_and(awaiting_issue) && new.status == "True") {
+        return None;
+    }
     match (was, new.status.as_str()) {
         (Some("True"), "True") | (None, "True") => None,
         (Some("False"), "False") if old.as_ref().is_some_and(|o| o.reason == new.reason) => None,
@@ -131,7 +137,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use uprox_crds::conditions::{self, reason};
+    use uprox_crds::conditions;
 
     fn ready(ok: bool, why: &str) -> Vec<Condition> {
         vec![conditions::new(READY, ok, why, "m", Some(1), Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))]
@@ -152,6 +158,11 @@ mod tests {
         assert!(same.is_none());
         let other = ready_event(Some(&ready(false, reason::SECRET_NOT_FOUND)), &ready(false, reason::KEY_NOT_FOUND));
         assert!(other.is_some());
+        // A new token waiting for its first issue, then issued: no Ready Events.
+        assert!(ready_event(None, &ready(false, reason::NOT_ISSUED)).is_none());
+        assert!(ready_event(Some(&ready(false, reason::NOT_ISSUED)), &ready(true, reason::COMPILED)).is_none());
+        // But a token that was working and lost its Secret warns.
+        assert!(ready_event(Some(&ready(true, reason::COMPILED)), &ready(false, reason::NOT_ISSUED)).is_some());
     }
 
     #[test]
