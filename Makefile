@@ -8,7 +8,9 @@
 #   make bench            uprox vs nginx vs direct upstream (bench/run.sh; BENCH_DURATION=10s)
 #   make bench-reload     standalone change-to-effect latency (bench/reload.py)
 #   make bench-scale      10,000 MachineTokens and 1,000 Services through operator and gateway
-#   make sdk              the OpenAI SDK suite and the offline manifest checks (tests/sdk/run.sh)
+#   make sdk              the Python and Node SDK suites and the offline manifest checks (tests/sdk/run.sh)
+#   make chart            helm lint, helm template and offline validation of charts/uprox (tests/chart/run.sh)
+#   make image            the container image with both binaries (needs Docker; IMAGE=...)
 #   make kind-up          a kind cluster from kind-cluster.yaml with the CRDs (needs Docker and kind)
 #   make e2e              the kind suite: operator and gateway against a real cluster (tests/kind/run.sh)
 
@@ -19,7 +21,7 @@ SHELL := bash
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench bench-reload bench-scale sdk kind-up e2e
+.PHONY: help run test fmt fmt-check lint cargo-test generate check-generated bench bench-reload bench-scale sdk chart image kind-up e2e
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -34,6 +36,7 @@ test:
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory cargo-test
 	$(MAKE) --no-print-directory sdk
+	$(MAKE) --no-print-directory chart
 
 fmt:
 	$(CARGO) fmt --all
@@ -51,7 +54,7 @@ generate:
 	$(CARGO) run -p uprox-crds --bin crdgen
 
 check-generated: generate
-	git diff --exit-code -- crds/
+	git diff --exit-code -- crds/ charts/uprox/crds/
 
 bench:
 	bash bench/run.sh
@@ -64,6 +67,13 @@ bench-scale:
 
 sdk:
 	bash tests/sdk/run.sh
+
+chart:
+	bash tests/chart/run.sh
+
+IMAGE ?= ghcr.io/uprox/uprox:dev
+image:
+	docker build -t $(IMAGE) .
 
 kind-up:
 	kind get clusters 2>/dev/null | grep -qx uprox-e2e || kind create cluster --config kind-cluster.yaml --wait 120s

@@ -33,6 +33,12 @@ fn committed_crd_yaml_is_up_to_date() -> TestResult {
             committed == yaml,
             "CRD YAML is stale: run `cargo run -p uprox-crds --bin crdgen` (crds/{file} differs from the types)"
         );
+        let in_chart = std::fs::read_to_string(dir.join("../charts/uprox/crds").join(&file)).unwrap_or_default();
+        assert!(
+            in_chart == yaml,
+            "the Helm chart's CRDs differ from the types: run `cargo run -p uprox-crds --bin crdgen` \
+             (charts/uprox/crds/{file})"
+        );
     }
     Ok(())
 }

@@ -46,29 +46,29 @@ enum Command {
 struct RunArgs {
     /// Namespace of the gateway: where the compiled config, the sealed keys, the master key and
     /// the leader Lease live. Default: the operator's own namespace.
-    #[arg(long, env = "UPROX_NAMESPACE")]
+    #[arg(long, global = true, env = "UPROX_NAMESPACE")]
     namespace: Option<String>,
     /// Namespaces whose uprox resources are reconciled, comma-separated. Default: all.
-    #[arg(long, env = "UPROX_WATCH_NAMESPACES", value_delimiter = ',')]
+    #[arg(long, global = true, env = "UPROX_WATCH_NAMESPACES", value_delimiter = ',')]
     watch_namespaces: Vec<String>,
     /// Log format. Default: json inside a cluster, text elsewhere.
-    #[arg(long, env = "UPROX_LOG_FORMAT")]
+    #[arg(long, global = true, env = "UPROX_LOG_FORMAT")]
     log_format: Option<LogFormat>,
     /// Address of the admin server (/healthz, /readyz, /metrics).
-    #[arg(long, env = "UPROX_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
+    #[arg(long, global = true, env = "UPROX_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
     admin_listen: SocketAddr,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "UPROX_LEASE_NAME", default_value = "uprox-operator")]
+    #[arg(long, global = true, env = "UPROX_LEASE_NAME", default_value = "uprox-operator")]
     lease_name: String,
     /// This replica's identity in the election. Default: $POD_NAME, else the host name.
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, global = true, env = "POD_NAME")]
     identity: Option<String>,
     /// Milliseconds without changes after which a burst of changes is compiled.
-    #[arg(long, env = "UPROX_DEBOUNCE_MS", default_value_t = 50)]
+    #[arg(long, global = true, env = "UPROX_DEBOUNCE_MS", default_value_t = 50)]
     debounce_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Json,
     Text,
@@ -243,4 +243,27 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_accepted_before_and_after_the_subcommand() {
+        for argv in [
+            &["uprox-operator", "run", "--namespace", "gw", "--watch-namespaces", "a,b", "--log-format", "json"][..],
+            &["uprox-operator", "--namespace", "gw", "--watch-namespaces", "a,b", "--log-format", "json", "run"][..],
+            &["uprox-operator", "--namespace=gw", "--watch-namespaces=a,b", "--log-format=json"][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string());
+            let cli = match cli {
+                Ok(cli) => cli,
+                Err(e) => panic!("{argv:?}: {e}"),
+            };
+            assert_eq!(cli.run.namespace.as_deref(), Some("gw"));
+            assert_eq!(cli.run.watch_namespaces, ["a", "b"]);
+            assert_eq!(cli.run.log_format, Some(LogFormat::Json));
+        }
+    }
 }
