@@ -3,11 +3,13 @@
 #
 #   make e2e            (needs a Docker engine, kind and kubectl on PATH)
 #
-# It creates the cluster from kind-cluster.yaml (or reuses it), installs the CRDs, runs the
-# operator and the gateway (cluster mode) from this checkout against it, applies the sample
-# manifests, and checks with the generated token: a chat completion through the gateway, a
-# revocation (and how long it took to take effect), a Provider change, and that deleting the
-# MachineToken deletes its Secret. KEEP=1 keeps the cluster afterwards.
+# It creates the cluster from kind-cluster.yaml (or reuses it) and installs uprox the way users
+# do: the image built from this checkout (`make image`), loaded into kind, and `helm install`
+# of charts/uprox (E2E_MODE=host instead runs both binaries on the host against the cluster,
+# with the CRDs applied from crds/). Then it applies the sample manifests and checks with the
+# generated token: a chat completion through the gateway, a Policy change, a revocation and a
+# deletion (printing how long each took to take effect), and that deleting the MachineToken
+# deletes its Secret. KEEP=1 keeps the cluster afterwards.
 #
 # It is not part of `make test`: machines without Docker cannot run it.
 set -euo pipefail
@@ -37,7 +39,9 @@ trap cleanup EXIT
 
 ms_now() { date +%s%3N; }
 fail() { echo "e2e: FAIL: $*" >&2; echo "--- operator log" >&2; tail -50 "$WORK/operator.log" >&2 || true;
-         echo "--- gateway log" >&2; tail -50 "$WORK/gateway.log" >&2 || true; exit 1; }
+         kubectl -n "$NS" logs deploy/uprox-operator --tail=50 >&2 2>/dev/null || true
+         echo "--- gateway log" >&2; tail -50 "$WORK/gateway.log" >&2 || true;
+         kubectl -n "$NS" logs deploy/uprox-gateway --tail=50 >&2 2>/dev/null || true; exit 1; }
 # wait_for SECONDS CMD...: retries CMD every 50 ms until it succeeds.
 wait_for() {
   local deadline=$(( $(date +%s) + $1 )); shift
@@ -52,18 +56,32 @@ kind get clusters 2>/dev/null | grep -qx "$CLUSTER" || kind create cluster --con
 export KUBECONFIG="$WORK/kubeconfig"
 kind get kubeconfig --name "$CLUSTER" > "$KUBECONFIG"
 
-echo "e2e: CRDs"
-kubectl apply -f crds/ >/dev/null
-kubectl wait --for condition=Established crd --all --timeout=60s >/dev/null
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-
-echo "e2e: build"
-cargo build --release -p uprox-operator -p uprox-gateway
-./target/release/uprox-operator --namespace "$NS" --admin-listen "$ADMIN" --log-format text \
-  > "$WORK/operator.log" 2>&1 & pids+=($!)
-./target/release/uprox-gateway --source cluster --namespace "$NS" --listen "$GATEWAY" \
-  > "$WORK/gateway.log" 2>&1 & pids+=($!)
-wait_for 60 curl -sf "http://$ADMIN/readyz" || fail "the operator did not become ready"
+if [[ "${E2E_MODE:-helm}" == helm ]]; then
+  need helm "https://helm.sh/docs/intro/install/ (or .tools/helm after make chart)"
+  IMAGE=ghcr.io/uprox/uprox:e2e
+  echo "e2e: image"
+  docker build -t "$IMAGE" .
+  kind load docker-image "$IMAGE" --name "$CLUSTER"
+  echo "e2e: helm install"
+  helm upgrade --install uprox charts/uprox --namespace "$NS" --create-namespace --wait --timeout 180s \
+    --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
+    --set operator.logFormat=text --set gateway.logFormat=text
+  kubectl -n "$NS" port-forward svc/uprox-gateway "${GATEWAY##*:}:80" > "$WORK/gateway.log" 2>&1 & pids+=($!)
+  kubectl -n "$NS" port-forward deploy/uprox-operator "${ADMIN##*:}:8081" > "$WORK/operator.log" 2>&1 & pids+=($!)
+  wait_for 30 curl -sf "http://$ADMIN/readyz" || fail "the operator did not become ready"
+else
+  echo "e2e: CRDs"
+  kubectl apply -f crds/ >/dev/null
+  kubectl wait --for condition=Established crd --all --timeout=60s >/dev/null
+  kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  echo "e2e: build"
+  cargo build --release -p uprox-operator -p uprox-gateway
+  ./target/release/uprox-operator --namespace "$NS" --admin-listen "$ADMIN" --log-format text \
+    > "$WORK/operator.log" 2>&1 & pids+=($!)
+  ./target/release/uprox-gateway --source cluster --namespace "$NS" --listen "$GATEWAY" \
+    > "$WORK/gateway.log" 2>&1 & pids+=($!)
+  wait_for 60 curl -sf "http://$ADMIN/readyz" || fail "the operator did not become ready"
+fi
 
 echo "e2e: samples"
 kubectl apply -f config/samples/ >/dev/null
