@@ -253,6 +253,7 @@ mod tests {
                     api_version: None,
                     timeout_seconds: 60,
                     models: Vec::new(),
+                    models_explicit: false,
                     keys: Vec::new(),
                 })
                 .collect(),

@@ -30,12 +30,18 @@ impl fmt::Display for ObjectId {
     }
 }
 
-/// What a token may be used for. A token or Policy with no scopes may do everything.
+/// What a token may be used for; every endpoint needs exactly one: `chat` (chat completions,
+/// Azure's included), `messages` (Anthropic's `/v1/messages` and `/v1/messages/count_tokens`),
+/// `responses`, `embeddings`, `models` (`/v1/models` and `/v1/models/{id}`), `files`, `images`,
+/// `transcriptions`, `realtime`. A token or Policy with no scopes may do everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// Chat completions (`/v1/chat/completions`, Anthropic `/v1/messages`).
+    /// Chat completions (`/v1/chat/completions` and the Azure chat completion URLs).
     Chat,
+    /// Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`), for Anthropic
+    /// SDKs and coding agents.
+    Messages,
     /// The Responses API (`/v1/responses`).
     Responses,
     /// Embeddings (`/v1/embeddings`).
@@ -46,7 +52,7 @@ pub enum Scope {
     Transcriptions,
     /// Realtime session tokens.
     Realtime,
-    /// Model listings (`/v1/models`).
+    /// Model listings (`/v1/models`, `/v1/models/{id}`).
     Models,
     /// The Files API (`/v1/files`).
     Files,
@@ -57,6 +63,7 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Chat => "chat",
+            Scope::Messages => "messages",
             Scope::Responses => "responses",
             Scope::Embeddings => "embeddings",
             Scope::Images => "images",
@@ -198,7 +205,7 @@ mod tests {
 
     #[test]
     fn scope_names_round_trip() {
-        for scope in [Scope::Chat, Scope::Files, Scope::Models] {
+        for scope in [Scope::Chat, Scope::Messages, Scope::Files, Scope::Models] {
             let json = serde_json::to_string(&scope).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", scope.as_str()));
         }

@@ -59,6 +59,11 @@ pub struct ProviderConfig {
     pub timeout_seconds: u32,
     /// Models it serves: exact names or trailing-`*` prefixes.
     pub models: Vec<Pattern>,
+    /// Whether `models` was written in the Provider spec (`true`) or is its type's default
+    /// (`false`). Model listings answer from an explicit list and ask the upstream otherwise.
+    /// Configs written before this field existed read as `false`.
+    #[serde(default)]
+    pub models_explicit: bool,
     /// Its keys, highest priority first.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -189,5 +194,21 @@ impl KeyMaterial {
     /// The value of one key.
     pub fn get(&self, id: &str) -> Option<&SecretString> {
         self.0.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_provider_without_models_explicit_reads_as_defaults() {
+        let json = r#"{"id":{"namespace":"a","name":"p"},"type":"openai","baseUrl":"https://api.openai.com/v1",
+            "timeoutSeconds":300,"models":["gpt-*"],"keys":[]}"#;
+        let p: ProviderConfig = serde_json::from_str(json).unwrap();
+        assert!(!p.models_explicit);
+        let back = serde_json::to_value(ProviderConfig { models_explicit: true, ..p }).unwrap();
+        assert_eq!(back["modelsExplicit"], true);
     }
 }

@@ -1,12 +1,14 @@
 //! The gateway's shared state: the current [`Snapshot`] behind an atomic swap, the upstream HTTP
-//! clients (one per thread) and the settings. Config sources call [`Gateway::install`]; the router reads one
-//! `Arc<Snapshot>` per request. Nothing here takes a lock on the request path.
+//! clients (one per thread), the model-listing cache and the settings. Config sources call
+//! [`Gateway::install`]; the router reads one `Arc<Snapshot>` per request. Nothing here takes a
+//! lock on the request path.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
+use crate::models_cache::ModelsCache;
 use crate::request_id::RequestIds;
 use crate::snapshot::Snapshot;
 use crate::upstream;
@@ -16,21 +18,27 @@ use crate::upstream;
 pub struct Settings {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest file upload accepted (`POST /v1/files`, streamed, not held in memory), in bytes.
+    pub max_file_bytes: usize,
     /// How long to wait for an upstream connection.
     pub connect_timeout: Duration,
     /// How long an upstream may stay silent mid-response before the relay gives up.
     pub read_timeout: Duration,
     /// How long a provider listing may take before it is skipped.
     pub list_timeout: Duration,
+    /// How long an upstream model listing is cached (see `models_cache`).
+    pub models_ttl: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             max_body_bytes: 32 * 1024 * 1024,
+            max_file_bytes: 512 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(300),
             list_timeout: Duration::from_secs(5),
+            models_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -46,6 +54,10 @@ pub struct Gateway {
     pub settings: Settings,
     /// Request id source.
     pub request_ids: RequestIds,
+    /// The Files API: who owns which file, the mock's files, upload clients.
+    pub files: crate::files::FilesState,
+    /// Upstream model listings, shared by every request and thread.
+    pub models: ModelsCache,
 }
 
 impl Gateway {
@@ -56,8 +68,10 @@ impl Gateway {
         Arc::new(Self {
             snapshot: ArcSwapOption::empty(),
             clients: thread_local::ThreadLocal::new(),
+            models: ModelsCache::new(settings.models_ttl),
             settings,
             request_ids: RequestIds::new(),
+            files: crate::files::FilesState::new(),
         })
     }
 

@@ -78,6 +78,12 @@ pub enum GatewayError {
     /// The gateway has not loaded a configuration yet.
     #[error("The gateway has no configuration loaded yet; retry shortly")]
     NotReady,
+    /// No file with this id that the caller may see (absent, or another Service's).
+    #[error("No such File object: {0}")]
+    FileNotFound(String),
+    /// The file ownership store could not be written.
+    #[error("The gateway could not record the file's owner ({0}); retry shortly")]
+    OwnershipUnavailable(String),
 }
 
 /// The `error` object of an OpenAI error body.
@@ -137,6 +143,10 @@ impl GatewayError {
                 s(StatusCode::BAD_GATEWAY, "api_error", None, Some("upstream_credentials_rejected"))
             }
             E::NotReady => s(StatusCode::SERVICE_UNAVAILABLE, "api_error", None, Some("not_ready")),
+            E::FileNotFound(_) => s(StatusCode::NOT_FOUND, "invalid_request_error", Some("id"), Some("file_not_found")),
+            E::OwnershipUnavailable(_) => {
+                s(StatusCode::SERVICE_UNAVAILABLE, "api_error", None, Some("file_owners_unavailable"))
+            }
         }
     }
 
@@ -154,7 +164,7 @@ impl GatewayError {
     pub fn retryable(&self) -> bool {
         use GatewayError as E;
         match self {
-            E::UpstreamUnavailable(_) | E::UpstreamTimeout(_) | E::NotReady => true,
+            E::UpstreamUnavailable(_) | E::UpstreamTimeout(_) | E::NotReady | E::OwnershipUnavailable(_) => true,
             E::MissingCredential
             | E::InvalidCredential
             | E::Forbidden(_)
@@ -166,7 +176,8 @@ impl GatewayError {
             | E::MethodNotAllowed { .. }
             | E::PayloadTooLarge(_)
             | E::Unsupported(_)
-            | E::UpstreamRejectedKey(_) => false,
+            | E::UpstreamRejectedKey(_)
+            | E::FileNotFound(_) => false,
         }
     }
 
@@ -260,6 +271,8 @@ mod tests {
             GatewayError::UpstreamTimeout(5),
             GatewayError::UpstreamRejectedKey(401),
             GatewayError::NotReady,
+            GatewayError::FileNotFound("file-x".into()),
+            GatewayError::OwnershipUnavailable("down".into()),
         ];
         for e in &all {
             let v = json(e);

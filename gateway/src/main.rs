@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use uprox_gateway::app::{Gateway, Settings};
-use uprox_gateway::{cluster, server, standalone};
+use uprox_gateway::{cluster, files, server, standalone};
 
 /// How long the start-up check of the Kubernetes API may take.
 const API_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +50,9 @@ struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "UPROX_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Largest file upload accepted (`POST /v1/files`, streamed to the provider), in bytes.
+    #[arg(long, env = "UPROX_MAX_FILE_BYTES", default_value_t = 512 * 1024 * 1024)]
+    max_file_bytes: usize,
     /// Serving threads (one single-threaded runtime and listener each). Default: one per core.
     #[arg(long, env = "UPROX_WORKERS")]
     workers: Option<usize>,
@@ -81,7 +84,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let settings = Settings { max_body_bytes: args.max_body_bytes, ..Settings::default() };
+    let settings =
+        Settings { max_body_bytes: args.max_body_bytes, max_file_bytes: args.max_file_bytes, ..Settings::default() };
     let gateway = Gateway::new(settings);
     let started = match args.source {
         Source::Standalone => start_standalone(&args, &gateway).await,
@@ -134,6 +138,17 @@ async fn start_standalone(args: &Args, gateway: &Arc<Gateway>) -> Started {
             return None;
         }
     }
+    // Who uploaded which file: STATE/files/owners.json.
+    let files_dir = args.state.join("files");
+    match files::standalone::JsonFileOwners::load(&files_dir) {
+        Ok(owners) => {
+            let _ = gateway.files.set_owners(Arc::new(owners));
+        }
+        Err(e) => {
+            eprintln!("uprox-gateway: {e}");
+            return None;
+        }
+    }
     let description = format!("standalone mode, config {}", args.config.display());
     Some((Box::pin(standalone::watch(gateway.clone(), options)), description))
 }
@@ -164,7 +179,16 @@ async fn start_cluster(args: &Args, gateway: &Arc<Gateway>) -> Started {
     }
     tracing::info!("watching the compiled config in namespace {namespace}; not ready until it is loaded");
     let description = format!("cluster mode, namespace {namespace}");
-    Some((Box::pin(cluster::watch(gateway.clone(), client, namespace)), description))
+    // Who uploaded which file: one ConfigMap per Service in this namespace, watched.
+    let owners = files::cluster::ConfigMapOwners::new(client.clone(), &namespace);
+    let _ = gateway.files.set_owners(owners.clone());
+    let config = cluster::watch(gateway.clone(), client, namespace);
+    Some((
+        Box::pin(async move {
+            tokio::join!(config, owners.run());
+        }),
+        description,
+    ))
 }
 
 async fn shutdown_signal() {

@@ -35,12 +35,29 @@ enum Endpoint {
     ChatCompletions,
     Embeddings,
     Models,
+    /// One model: `GET /v1/models/{id}`.
+    Model,
     Messages,
     CountTokens,
+    /// `POST /v1/responses`.
+    Responses,
+    /// `GET` or `DELETE /v1/responses/{id}`.
+    StoredResponse,
+    /// `GET /v1/responses/{id}/input_items`.
+    StoredResponseItems,
+    /// `POST /v1/responses/{id}/cancel`.
+    CancelResponse,
+    /// `GET` (list) or `POST` (upload) `/v1/files`.
+    Files,
+    /// `GET` or `DELETE /v1/files/{id}`.
+    File,
+    /// `GET /v1/files/{id}/content`.
+    FileContent,
 }
 
 impl Endpoint {
-    /// The endpoint of a path, its method, and the Azure deployment named in the path.
+    /// The endpoint of a path, its method, and the parameter named in the path: the Azure
+    /// deployment, or the model id of `/v1/models/{id}` (also under `/openai` and `/openai/v1`).
     ///
     /// Azure OpenAI SDKs build `/openai/deployments/{deployment}/chat/completions` (the
     /// deployment is the model), `/openai/chat/completions` and the v1 surface
@@ -59,12 +76,46 @@ impl Endpoint {
             "/v1/models" | "/openai/models" | "/openai/v1/models" => (Endpoint::Models, Method::GET, "GET"),
             "/v1/messages" => (Endpoint::Messages, Method::POST, "POST"),
             "/v1/messages/count_tokens" => (Endpoint::CountTokens, Method::POST, "POST"),
+            "/v1/responses" | "/openai/responses" | "/openai/v1/responses" => {
+                (Endpoint::Responses, Method::POST, "POST")
+            }
             _ => {
+                if let Some(route) = handlers::files::route(path) {
+                    let (endpoint, allow) = match route {
+                        handlers::files::Route::Collection => (Endpoint::Files, "GET, POST"),
+                        handlers::files::Route::File => (Endpoint::File, "GET, DELETE"),
+                        handlers::files::Route::Content => (Endpoint::FileContent, "GET"),
+                    };
+                    return Some((endpoint, Method::GET, allow, None));
+                }
+                // A stored response: the parameter is the rest of the path, `{id}[/suffix]`.
+                let stored = ["/v1/responses/", "/openai/responses/", "/openai/v1/responses/"]
+                    .into_iter()
+                    .find_map(|prefix| path.strip_prefix(prefix));
+                if let Some(rest) = stored {
+                    let (endpoint, method, allow) = match rest.split_once('/') {
+                        None => (Endpoint::StoredResponse, Method::GET, "GET, DELETE"),
+                        Some((_, "input_items")) => (Endpoint::StoredResponseItems, Method::GET, "GET"),
+                        Some((_, "cancel")) => (Endpoint::CancelResponse, Method::POST, "POST"),
+                        Some(_) => return None,
+                    };
+                    return Some((endpoint, method, allow, Some(rest)));
+                }
+                let model = ["/v1/models/", "/openai/models/", "/openai/v1/models/"]
+                    .into_iter()
+                    .find_map(|prefix| path.strip_prefix(prefix))
+                    .filter(|id| !id.is_empty());
+                if let Some(id) = model {
+                    return Some((Endpoint::Model, Method::GET, "GET", Some(id)));
+                }
                 let rest = path.strip_prefix("/openai/deployments/")?;
-                let (endpoint, deployment) =
-                    [("/chat/completions", Endpoint::ChatCompletions), ("/embeddings", Endpoint::Embeddings)]
-                        .into_iter()
-                        .find_map(|(suffix, endpoint)| rest.strip_suffix(suffix).map(|d| (endpoint, d)))?;
+                let (endpoint, deployment) = [
+                    ("/chat/completions", Endpoint::ChatCompletions),
+                    ("/embeddings", Endpoint::Embeddings),
+                    ("/responses", Endpoint::Responses),
+                ]
+                .into_iter()
+                .find_map(|(suffix, endpoint)| rest.strip_suffix(suffix).map(|d| (endpoint, d)))?;
                 return Some((endpoint, Method::POST, "POST", Some(deployment)));
             }
         };
@@ -74,10 +125,22 @@ impl Endpoint {
     fn scope(self) -> Option<Scope> {
         match self {
             Endpoint::Healthz | Endpoint::Readyz => None,
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => Some(Scope::Chat),
+            Endpoint::ChatCompletions => Some(Scope::Chat),
+            Endpoint::Messages | Endpoint::CountTokens => Some(Scope::Messages),
             Endpoint::Embeddings => Some(Scope::Embeddings),
-            Endpoint::Models => Some(Scope::Models),
+            Endpoint::Models | Endpoint::Model => Some(Scope::Models),
+            Endpoint::Responses
+            | Endpoint::StoredResponse
+            | Endpoint::StoredResponseItems
+            | Endpoint::CancelResponse => Some(Scope::Responses),
+            Endpoint::Files | Endpoint::File | Endpoint::FileContent => Some(Scope::Files),
         }
+    }
+
+    /// Whether `method` is allowed besides the endpoint's main one.
+    fn also_allows(self, method: &Method) -> bool {
+        (matches!(self, Endpoint::StoredResponse | Endpoint::File) && method == Method::DELETE)
+            || (self == Endpoint::Files && method == Method::POST)
     }
 }
 
@@ -122,7 +185,7 @@ async fn dispatch(
         return Err(GatewayError::NotFound { method: request.method().to_string(), path: path.to_owned() });
     };
     let deployment = deployment.map(str::to_owned);
-    if request.method() != method {
+    if request.method() != method && !endpoint.also_allows(request.method()) {
         return Err(GatewayError::MethodNotAllowed {
             method: request.method().to_string(),
             path: path.to_owned(),
@@ -135,8 +198,16 @@ async fn dispatch(
         Endpoint::ChatCompletions
         | Endpoint::Embeddings
         | Endpoint::Models
+        | Endpoint::Model
         | Endpoint::Messages
-        | Endpoint::CountTokens => {}
+        | Endpoint::CountTokens
+        | Endpoint::Responses
+        | Endpoint::StoredResponse
+        | Endpoint::StoredResponseItems
+        | Endpoint::CancelResponse
+        | Endpoint::Files
+        | Endpoint::File
+        | Endpoint::FileContent => {}
     }
     let snapshot = gateway.snapshot().ok_or(GatewayError::NotReady)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -149,8 +220,14 @@ async fn dispatch(
         Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment).await,
         Endpoint::Embeddings => handlers::embeddings::create(&ctx, request, deployment).await,
         Endpoint::Models => Ok(handlers::models::list(&ctx).await),
+        Endpoint::Model => handlers::models::retrieve(&ctx, deployment.as_deref().unwrap_or_default()).await,
         Endpoint::Messages => handlers::messages::create(&ctx, request).await,
         Endpoint::CountTokens => handlers::messages::count_tokens(&ctx, request).await,
+        Endpoint::Responses => handlers::responses::create(&ctx, request, deployment).await,
+        Endpoint::StoredResponse | Endpoint::StoredResponseItems | Endpoint::CancelResponse => {
+            handlers::responses::stored(&ctx, request, deployment).await
+        }
+        Endpoint::Files | Endpoint::File | Endpoint::FileContent => handlers::files::handle(&ctx, request).await,
         Endpoint::Healthz | Endpoint::Readyz => {
             Err(GatewayError::NotFound { method: method.to_string(), path: path.to_owned() })
         }
@@ -174,5 +251,90 @@ mod tests {
         }
         assert_eq!(find("/openai/deployments/emb/completions"), None);
         assert_eq!(Endpoint::Embeddings.scope(), Some(Scope::Embeddings));
+    }
+
+    #[test]
+    fn every_endpoint_needs_exactly_its_scope() {
+        let scope = |p| Endpoint::find(p).map(|(e, ..)| e.scope());
+        for (path, expected) in [
+            ("/v1/chat/completions", Scope::Chat),
+            ("/openai/chat/completions", Scope::Chat),
+            ("/openai/v1/chat/completions", Scope::Chat),
+            ("/openai/deployments/gpt4o/chat/completions", Scope::Chat),
+            ("/v1/messages", Scope::Messages),
+            ("/v1/messages/count_tokens", Scope::Messages),
+            ("/v1/embeddings", Scope::Embeddings),
+            ("/openai/embeddings", Scope::Embeddings),
+            ("/openai/v1/embeddings", Scope::Embeddings),
+            ("/openai/deployments/emb/embeddings", Scope::Embeddings),
+            ("/v1/models", Scope::Models),
+            ("/openai/models", Scope::Models),
+            ("/openai/v1/models", Scope::Models),
+            ("/v1/models/gpt-4o", Scope::Models),
+            ("/openai/models/gpt-4o", Scope::Models),
+            ("/openai/v1/models/org/model", Scope::Models),
+        ] {
+            assert_eq!(scope(path), Some(Some(expected)), "{path}");
+        }
+        for open in ["/healthz", "/readyz"] {
+            assert_eq!(scope(open), Some(None), "{open}");
+        }
+    }
+
+    #[test]
+    fn file_routes_need_the_files_scope_and_their_methods() {
+        let find = |p| Endpoint::find(p).map(|(e, m, allow, _)| (e, m, allow));
+        assert_eq!(find("/v1/files"), Some((Endpoint::Files, Method::GET, "GET, POST")));
+        assert_eq!(find("/openai/files/file-1"), Some((Endpoint::File, Method::GET, "GET, DELETE")));
+        assert_eq!(find("/openai/v1/files/file-1/content"), Some((Endpoint::FileContent, Method::GET, "GET")));
+        assert_eq!(find("/v1/files/"), None);
+        assert!(Endpoint::Files.also_allows(&Method::POST) && Endpoint::File.also_allows(&Method::DELETE));
+        assert!(!Endpoint::FileContent.also_allows(&Method::DELETE) && !Endpoint::Files.also_allows(&Method::DELETE));
+        for e in [Endpoint::Files, Endpoint::File, Endpoint::FileContent] {
+            assert_eq!(e.scope(), Some(Scope::Files));
+        }
+    }
+
+    #[test]
+    fn model_routes_carry_the_id() {
+        let find = |p| Endpoint::find(p).map(|(e, m, _, id)| (e, m, id));
+        assert_eq!(find("/v1/models/gpt-4o"), Some((Endpoint::Model, Method::GET, Some("gpt-4o"))));
+        assert_eq!(find("/v1/models/org%2Fm"), Some((Endpoint::Model, Method::GET, Some("org%2Fm"))));
+        assert_eq!(find("/openai/v1/models/a/b"), Some((Endpoint::Model, Method::GET, Some("a/b"))));
+        assert_eq!(find("/v1/models/").map(|f| f.0), None, "an empty id is no route");
+        assert_eq!(find("/v1/models").map(|f| f.0), Some(Endpoint::Models));
+    }
+
+    #[test]
+    fn responses_routes() {
+        let find = Endpoint::find;
+        for create in ["/v1/responses", "/openai/responses", "/openai/v1/responses"] {
+            assert_eq!(find(create), Some((Endpoint::Responses, Method::POST, "POST", None)), "{create}");
+        }
+        assert_eq!(
+            find("/openai/deployments/gpt4o/responses"),
+            Some((Endpoint::Responses, Method::POST, "POST", Some("gpt4o")))
+        );
+        for prefix in ["/v1/responses/", "/openai/responses/", "/openai/v1/responses/"] {
+            let path = format!("{prefix}resp_1");
+            let found = Endpoint::find(&path);
+            assert_eq!(found, Some((Endpoint::StoredResponse, Method::GET, "GET, DELETE", Some("resp_1"))), "{path}");
+        }
+        assert_eq!(
+            find("/v1/responses/resp_1/input_items"),
+            Some((Endpoint::StoredResponseItems, Method::GET, "GET", Some("resp_1/input_items")))
+        );
+        assert_eq!(
+            find("/v1/responses/resp_1/cancel"),
+            Some((Endpoint::CancelResponse, Method::POST, "POST", Some("resp_1/cancel")))
+        );
+        assert_eq!(find("/v1/responses/resp_1/other"), None);
+        assert!(Endpoint::StoredResponse.also_allows(&Method::DELETE));
+        assert!(!Endpoint::StoredResponseItems.also_allows(&Method::DELETE));
+        for e in
+            [Endpoint::Responses, Endpoint::StoredResponse, Endpoint::StoredResponseItems, Endpoint::CancelResponse]
+        {
+            assert_eq!(e.scope(), Some(Scope::Responses));
+        }
     }
 }

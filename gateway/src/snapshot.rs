@@ -112,6 +112,10 @@ pub struct ProviderEntry {
     pub embeddings_url: Option<Uri>,
     /// The model listing: `{base}/models`, or `{base}/v1/models` for Anthropic.
     pub models_url: Option<Uri>,
+    /// Where a Responses API request goes: `{base}/responses` for OpenAI-shaped providers,
+    /// `{endpoint}/openai/v1/responses` for Azure; none for the others (Anthropic's is
+    /// [`chat_url`](Self::chat_url), translated) or when the Azure endpoint is not a URL.
+    pub responses_url: Option<Uri>,
     /// Headers every request to this provider carries (for example `anthropic-version`).
     pub fixed_headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -327,7 +331,21 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
         // Azure URLs name the deployment: built per request (providers::azure).
         ProviderType::Azure | ProviderType::Mock => (None, None, None, Vec::new()),
     };
-    Ok(ProviderEntry { config: config.clone(), keys, chat_url, embeddings_url, models_url, fixed_headers })
+    let responses_url = match config.provider_type {
+        ProviderType::Openai | ProviderType::OpenaiCompatible => url("responses")?,
+        // Reported per request (as for deployment URLs) rather than refusing the config.
+        ProviderType::Azure => crate::providers::azure::responses_url(config),
+        ProviderType::Anthropic | ProviderType::Mock => None,
+    };
+    Ok(ProviderEntry {
+        config: config.clone(),
+        keys,
+        chat_url,
+        embeddings_url,
+        models_url,
+        responses_url,
+        fixed_headers,
+    })
 }
 
 #[cfg(test)]
@@ -346,6 +364,7 @@ mod tests {
             api_version: None,
             timeout_seconds: 5,
             models: models.iter().map(|m| Pattern::new(*m)).collect(),
+            models_explicit: true,
             keys: keys
                 .iter()
                 .map(|(l, p)| KeyConfig {

@@ -26,8 +26,16 @@ static JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// A pooled upstream client.
 pub type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Builds a client. Needs the process's rustls crypto provider installed (see `Gateway::new`).
-pub fn client(connect_timeout: Duration, idle_timeout: Duration) -> Client {
+/// Builds a client (for request bodies of type `B`: [`Client`]'s, or the Files API's streamed
+/// uploads). Needs the process's rustls crypto provider installed (see `Gateway::new`).
+pub fn client<B>(
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+) -> hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));

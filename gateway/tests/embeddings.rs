@@ -209,6 +209,9 @@ async fn anthropic_models_have_no_embeddings() {
     assert_eq!(r.status(), 400);
     let e = error_of(r).await;
     assert!(e["message"].as_str().unwrap().contains("Anthropic has no embeddings API"), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("claude-x"), "{e}");
+    assert_eq!(e["param"], "model");
+    assert_eq!(e["type"], "invalid_request_error");
     assert!(compatible.seen.lock().unwrap().is_empty());
 }
 
@@ -227,4 +230,56 @@ async fn a_token_without_the_embeddings_scope_is_refused() {
     assert_eq!(r.status(), 403);
     let r = h.chat(r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#).await;
     assert_eq!(r.status(), 200, "the chat scope still works");
+}
+
+#[tokio::test]
+async fn the_mock_takes_every_input_form_and_answers_the_encoding_asked_for() {
+    let h = Harness::start(&manifests("http://127.0.0.1:9/v1")).await;
+    let h = &h;
+    let embed = |body: &'static str| async move {
+        let r = h.post("/v1/embeddings", Some(TOKEN), body).await;
+        assert_eq!(r.status(), 200, "{body}");
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    // The four input forms: one string, strings, token ids, arrays of token ids.
+    for (body, items, tokens) in [
+        (r#"{"model":"mock-1","input":"hello"}"#, 1, 2),
+        (r#"{"model":"mock-1","input":["a","bb","ccc"]}"#, 3, 3),
+        (r#"{"model":"mock-1","input":[101,2023,102]}"#, 1, 3),
+        (r#"{"model":"mock-1","input":[[101,2023],[102]]}"#, 2, 3),
+    ] {
+        let v = embed(body).await;
+        let data = v["data"].as_array().unwrap();
+        assert_eq!(data.len(), items, "{body}");
+        assert!(data.iter().enumerate().all(|(i, d)| d["index"] == i && d["object"] == "embedding"), "{body}");
+        assert_eq!(v["usage"]["prompt_tokens"], tokens, "{body}");
+    }
+    let ids = embed(r#"{"model":"mock-1","input":[101,2023,102]}"#).await;
+    let nested = embed(r#"{"model":"mock-1","input":[[101,2023,102],[7]]}"#).await;
+    assert_eq!(ids["data"][0]["embedding"], nested["data"][0]["embedding"], "the same ids, the same vector");
+
+    // No encoding_format is OpenAI's default, float; float and base64 are answered as asked.
+    let omitted = embed(r#"{"model":"mock-1","input":"hello","dimensions":4}"#).await;
+    let float = embed(r#"{"model":"mock-1","input":"hello","dimensions":4,"encoding_format":"float"}"#).await;
+    let b64 = embed(r#"{"model":"mock-1","input":"hello","dimensions":4,"encoding_format":"base64"}"#).await;
+    assert!(omitted["data"][0]["embedding"].is_array());
+    assert_eq!(omitted, float);
+    let encoded = b64["data"][0]["embedding"].as_str().expect("base64 is a string");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    let decoded: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_eq!(decoded, floats(&float["data"][0]["embedding"]));
+    assert_eq!(decoded.len(), 4, "dimensions is honoured");
+}
+
+#[tokio::test]
+async fn token_inputs_and_the_encoding_reach_an_openai_shaped_upstream_untouched() {
+    let upstream = embeddings_upstream().await;
+    let h = Harness::start(&manifests(&upstream.base_url())).await;
+    let body = r#"{"model":"gpt-embed","input":[[1,2,3],[4]],"encoding_format":"base64","dimensions":5}"#;
+    let r = h.post("/v1/embeddings", Some(TOKEN), body).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert!(v["data"][0]["embedding"].is_string(), "base64 as asked");
+    assert_eq!(upstream.seen.lock().unwrap()[0].body.as_ref(), body.as_bytes());
 }

@@ -102,7 +102,7 @@ def test_operator_rbac_is_least_privilege():
 
 def test_the_gateway_only_reads_its_namespace(docs):
     rules = rules_of(docs, "Role", "uprox-gateway", "uprox-system")
-    assert verbs(rules, "", "configmaps") == {"get", "list", "watch"}
+    assert verbs(rules, "", "configmaps") == {"get", "list", "watch", "create", "patch"}, "file ownership records"
     assert verbs(rules, "", "secrets") == {"get", "list", "watch"}
     assert not [d for d in of_kind(docs, "ClusterRoleBinding") if "gateway" in d["metadata"]["name"]]
 

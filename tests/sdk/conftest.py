@@ -10,6 +10,7 @@ supply the token themselves, from the sample Secret).
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -154,8 +155,9 @@ def find_token(stdout: OutputReader, folders: list[pathlib.Path]) -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def gateway() -> Iterator[Gateway]:
+@contextlib.contextmanager
+def sample_gateway() -> Iterator[Gateway]:
+    """The gateway on a copy of the samples, stopped on exit; tests/sdk/node runs against it too."""
     binary = gateway_binary()
     if not binary.is_file():
         pytest.fail(f"{binary} does not exist: run `cargo build -p uprox-gateway --bins` (tests/sdk/run.sh does)")
@@ -187,6 +189,12 @@ def gateway() -> Iterator[Gateway]:
                 proc.wait(timeout=10)
             stdout.join(5)
             stderr.join(5)
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[Gateway]:
+    with sample_gateway() as started:
+        yield started
 
 
 def is_ready(base_url: str) -> bool:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suite with the real OpenAI Python SDK against the standalone gateway, and
-# the offline checks of the CRDs and sample manifests (tests/manifests).
+# the offline checks of the CRDs and sample manifests (tests/manifests); then the Node suite
+# (tests/sdk/node) with the real `openai` npm package against a gateway started the same way.
 #
 # Creates .venv at the repository root when it is missing, installs the client libraries into
 # it, builds the gateway (debug) and runs pytest on tests/sdk. Extra arguments go to pytest.
+# Installs the Node suite's locked dependencies into tests/sdk/node/node_modules (npm ci) and
+# runs it with `node --test`. Exits non-zero when either suite fails.
 #
 # Environment:
 #   VENV              the virtualenv to use (default .venv at the repository root)
@@ -42,4 +45,18 @@ cargo build --quiet -p uprox-gateway --bins
 export UPROX_GATEWAY_BIN="$TARGET_DIR/debug/uprox-gateway"
 [[ -x $UPROX_GATEWAY_BIN ]] || { log "no $UPROX_GATEWAY_BIN after the build"; exit 1; }
 
-exec "$VENV/bin/python" -m pytest tests/sdk tests/manifests -p no:cacheprovider "$@"
+status=0
+"$VENV/bin/python" -m pytest tests/sdk tests/manifests -p no:cacheprovider "$@" || status=$?
+
+NODE_DIR="$ROOT/tests/sdk/node"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    command -v apt-get >/dev/null || { log "the Node suite needs node and npm"; exit 1; }
+    log "installing nodejs and npm with apt-get"
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null 2>&1 ||
+        { apt-get update -qq && env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+fi
+log "installing the Node suite's dependencies (npm ci, node $(node --version))"
+(cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+log "running the Node SDK suite"
+"$VENV/bin/python" "$NODE_DIR/with_gateway.py" node --test --test-reporter=spec openai.test.mjs || status=$?
+exit "$status"

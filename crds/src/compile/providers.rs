@@ -177,6 +177,7 @@ fn compile_one(
         api_version: spec.api_version.clone(),
         timeout_seconds,
         models,
+        models_explicit: !spec.models.is_empty(),
         keys,
     };
     let declared_labels = spec.keys.iter().map(|k| k.label.clone()).collect();

@@ -1,8 +1,9 @@
 //! `uprox-mock-upstream`: a fast stand-in for OpenAI's API on loopback, for tests and
 //! benchmarks. `POST /v1/chat/completions` answers with the mock provider's deterministic
-//! replies (JSON, or SSE when `"stream": true`); `POST /v1/embeddings` with its deterministic
-//! vectors; `GET /v1/models` lists two models. Auth is
-//! ignored. Prints `listening on http://ADDR` to stderr.
+//! replies (JSON, or SSE when `"stream": true`); `POST /v1/responses` likewise in the
+//! Responses API's shape; `POST /v1/embeddings` with its deterministic vectors;
+//! `GET /v1/models` lists two models. Auth is ignored. Prints `listening on http://ADDR` to
+//! stderr.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -47,6 +48,13 @@ async fn answer(request: Request<Incoming>) -> Response<Body> {
                 Err(_) => return json(StatusCode::BAD_REQUEST, Bytes::from_static(br#"{"error":{"message":"unreadable body","type":"invalid_request_error","param":null,"code":null}}"#)),
             };
             mock::embeddings(&body).unwrap_or_else(|e| e.into_response())
+        }
+        (&Method::POST, "/v1/responses") => {
+            let body = match request.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return json(StatusCode::BAD_REQUEST, Bytes::from_static(br#"{"error":{"message":"unreadable body","type":"invalid_request_error","param":null,"code":null}}"#)),
+            };
+            mock::responses::respond(&body).unwrap_or_else(|e| e.into_response())
         }
         (&Method::GET, "/v1/models") => json(
             StatusCode::OK,

@@ -1,7 +1,12 @@
 //! `POST /v1/embeddings` (and the Azure shapes): reads the body under the size limit, peeks at
 //! `model`, routes it to a provider the caller may use, applies the allowlists and hands the
 //! body on: untouched to `{base}/embeddings` for OpenAI-shaped upstreams, to the deployment's
-//! `embeddings` URL for Azure, answered in-process by the mock. Anthropic has no embeddings.
+//! `embeddings` URL for Azure, answered in-process by the mock. Anthropic has no embeddings: a
+//! model routed there is a 400 naming `model`.
+//!
+//! `input` (a string, strings, token ids or arrays of token ids), `encoding_format` and
+//! `dimensions` are the upstream's to read: the gateway forwards them as sent, so an omitted
+//! `encoding_format` means OpenAI's default, `float`, and `base64` comes back as base64.
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -27,9 +32,13 @@ pub async fn create(
 
     let (provider, route) = routing::route(ctx, model)?;
     if provider.kind() == ProviderType::Anthropic {
-        return Err(GatewayError::InvalidRequest(
-            "Anthropic has no embeddings API; use an OpenAI or Azure embedding model".to_owned(),
-        ));
+        return Err(GatewayError::InvalidParam {
+            param: "model",
+            message: format!(
+                "The model `{model}` is served by an Anthropic provider, and Anthropic has no embeddings API; \
+                 use an OpenAI, Azure OpenAI or OpenAI-compatible embedding model"
+            ),
+        });
     }
 
     let body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;

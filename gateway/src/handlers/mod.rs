@@ -3,7 +3,9 @@
 
 pub mod chat;
 pub mod embeddings;
+pub mod files;
 pub mod health;
 pub mod messages;
 pub mod models;
+pub mod responses;
 mod routing;

@@ -98,7 +98,7 @@ pub(crate) fn call<'a>(ctx: &'a Context<'_>, provider: &'a ProviderEntry, route:
 }
 
 /// The body with `model` set, every other field kept.
-fn with_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
+pub(crate) fn with_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
     let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| GatewayError::InvalidRequest(format!("Request body must be a JSON object: {e}")))?;
     object.insert("model".to_owned(), serde_json::Value::String(model.to_owned()));

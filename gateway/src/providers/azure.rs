@@ -3,6 +3,10 @@
 //! (embeddings to `…/{deployment}/embeddings?api-version=…`) with the key in `api-key`; the endpoint is the key's own (one Azure resource per key) or the
 //! Provider's `baseUrl`. The deployment is the model the client asked for — from the URL on
 //! the Azure SDK's deployment routes, from the body otherwise.
+//!
+//! The Responses API exists only on Azure's v1 surface, `{endpoint}/openai/v1/responses`: no
+//! deployment in the path (the body's `model` names it) and no dated `api-version` (the Provider's
+//! `apiVersion` is sent only when it is `preview` or `latest`, the v1 surface's own values).
 
 use http::Uri;
 
@@ -30,6 +34,18 @@ pub fn deployment_uri(provider: &ProviderEntry, deployment: &str, operation: &st
     format!("{base}/openai/deployments/{deployment}/{operation}?api-version={version}").parse().map_err(|_| {
         GatewayError::UpstreamUnavailable("the Azure endpoint of this provider is not a valid URL".to_owned())
     })
+}
+
+/// `{endpoint}/openai/v1/responses` of a provider; `None` when its base URL is not a URL.
+pub fn responses_url(config: &uprox_crds::config::ProviderConfig) -> Option<Uri> {
+    let base = config.base_url.trim_end_matches('/');
+    let base = base.strip_suffix("/openai/v1").or_else(|| base.strip_suffix("/openai")).unwrap_or(base);
+    let query = match config.api_version.as_deref() {
+        Some(v @ ("preview" | "latest")) => format!("?api-version={v}"),
+        _ => String::new(),
+    };
+    let uri: Uri = format!("{base}/openai/v1/responses{query}").parse().ok()?;
+    (uri.scheme().is_some() && uri.authority().is_some()).then_some(uri)
 }
 
 #[cfg(test)]

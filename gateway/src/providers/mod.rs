@@ -5,3 +5,4 @@ pub mod anthropic;
 pub mod azure;
 pub mod mock;
 pub mod openai;
+pub mod responses;

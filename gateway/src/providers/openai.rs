@@ -11,6 +11,7 @@ use http_body_util::{BodyExt as _, Limited};
 
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::models_cache::Listed;
 use crate::relay::Relay;
 use crate::upstream::Call;
 
@@ -36,7 +37,17 @@ static UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-req
 
 /// Sends `body` upstream with the provider's key and relays the answer.
 pub async fn forward(call: Call<'_>, body: Bytes, client_headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
-    let mut upstream_request = call.request(Method::POST, body);
+    forward_with(call, Method::POST, body, client_headers).await
+}
+
+/// [`forward`] with another method (`GET` and `DELETE` of stored responses).
+pub async fn forward_with(
+    call: Call<'_>,
+    method: Method,
+    body: Bytes,
+    client_headers: &HeaderMap,
+) -> Result<Response<Body>, GatewayError> {
+    let mut upstream_request = call.request(method, body);
     for name in FORWARDED_REQUEST_HEADERS {
         if let Some(v) = client_headers.get(*name) {
             upstream_request.headers_mut().insert(*name, v.clone());
@@ -59,8 +70,10 @@ pub async fn forward(call: Call<'_>, body: Bytes, client_headers: &HeaderMap) ->
     Ok(response)
 }
 
-/// Fetches `{base}/models` and returns the model ids, for listings.
-pub async fn list_models(call: Call<'_>) -> Result<Vec<String>, String> {
+/// Fetches a model listing — OpenAI's `{base}/models` or Anthropic's `{base}/v1/models`, both
+/// `{"data": [{"id", …}]}` — within the call's `idle_timeout`. OpenAI entries carry `created`
+/// and `owned_by`; Anthropic's carry `created_at` (RFC 3339), read as `created`.
+pub async fn list_models(call: Call<'_>) -> Result<Vec<Listed>, String> {
     let fetch = async {
         let response = call.send(call.request(Method::GET, Bytes::new())).await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
@@ -71,16 +84,56 @@ pub async fn list_models(call: Call<'_>) -> Result<Vec<String>, String> {
             .await
             .map_err(|e| format!("unreadable listing: {e}"))?
             .to_bytes();
-        #[derive(serde::Deserialize)]
-        struct Listing {
-            data: Vec<Entry>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            id: String,
-        }
-        let listing: Listing = serde_json::from_slice(&bytes).map_err(|e| format!("unreadable listing: {e}"))?;
-        Ok(listing.data.into_iter().map(|e| e.id).collect())
+        parse_listing(&bytes)
     };
     tokio::time::timeout(call.idle_timeout, fetch).await.map_err(|_| "timed out".to_owned())?
+}
+
+/// The models of a listing body.
+pub fn parse_listing(body: &[u8]) -> Result<Vec<Listed>, String> {
+    #[derive(serde::Deserialize)]
+    struct Listing {
+        data: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+        created: Option<u64>,
+        owned_by: Option<String>,
+        created_at: Option<String>,
+    }
+    let listing: Listing = serde_json::from_slice(body).map_err(|e| format!("unreadable listing: {e}"))?;
+    Ok(listing
+        .data
+        .into_iter()
+        .map(|e| {
+            let created = e.created.or_else(|| {
+                let at = e.created_at?.parse::<k8s_openapi::jiff::Timestamp>().ok()?;
+                u64::try_from(at.as_second()).ok()
+            });
+            Listed { id: e.id.into(), created: created.unwrap_or(0), owned_by: e.owned_by.map(Into::into) }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn listings_of_openai_and_anthropic_are_read() {
+        let openai = br#"{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"system"},{"id":"x"}]}"#;
+        let models = parse_listing(openai).unwrap();
+        assert_eq!(models[0], Listed { id: "gpt-4o".into(), created: 1_715_367_049, owned_by: Some("system".into()) });
+        assert_eq!(models[1], Listed { id: "x".into(), created: 0, owned_by: None });
+
+        let anthropic = br#"{"data":[{"type":"model","id":"claude-sonnet-4-20250514","display_name":"Claude Sonnet 4","created_at":"2025-05-22T00:00:00Z"}],"has_more":false,"first_id":"a","last_id":"b"}"#;
+        let models = parse_listing(anthropic).unwrap();
+        assert_eq!(&*models[0].id, "claude-sonnet-4-20250514");
+        assert_eq!(models[0].created, 1_747_872_000);
+
+        assert!(parse_listing(b"{}").is_err());
+        assert!(parse_listing(b"<html>").is_err());
+    }
 }

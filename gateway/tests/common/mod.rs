@@ -31,6 +31,7 @@ pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
 /// What the upstream saw.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: http::Method,
     pub path: String,
     pub query: Option<String>,
     pub authorization: Option<String>,
@@ -64,13 +65,14 @@ impl Upstream {
                         let handler = handler.clone();
                         let log = log.clone();
                         async move {
+                            let method = r.method().clone();
                             let path = r.uri().path().to_owned();
                             let query = r.uri().query().map(str::to_owned);
                             let authorization =
                                 r.headers().get("authorization").map(|v| v.to_str().unwrap().to_owned());
                             let headers = r.headers().clone();
                             let body = r.into_body().collect().await.unwrap().to_bytes();
-                            let s = Seen { path, query, authorization, headers, body };
+                            let s = Seen { method, path, query, authorization, headers, body };
                             log.lock().unwrap().push(s.clone());
                             Ok::<_, Infallible>(handler(s).await)
                         }

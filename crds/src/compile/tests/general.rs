@@ -55,6 +55,7 @@ fn happy_path_compiles_to_the_full_config() {
                 api_version: None,
                 timeout_seconds: 300,
                 models: vec![Pattern::new("claude-*")],
+                models_explicit: false,
                 keys: vec![key("shared/anthropic/main", "main", 0)],
             },
             ProviderConfig {
@@ -64,6 +65,7 @@ fn happy_path_compiles_to_the_full_config() {
                 api_version: None,
                 timeout_seconds: 300,
                 models: vec![Pattern::new("mock-*")],
+                models_explicit: false,
                 keys: vec![],
             },
             ProviderConfig {
@@ -73,6 +75,7 @@ fn happy_path_compiles_to_the_full_config() {
                 api_version: None,
                 timeout_seconds: 300,
                 models: ProviderType::Openai.default_models().iter().map(|m| Pattern::new(*m)).collect(),
+                models_explicit: false,
                 keys: vec![key("team/openai/main", "main", 10), key("team/openai/backup", "backup", 0)],
             },
         ],

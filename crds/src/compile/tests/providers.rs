@@ -24,6 +24,7 @@ fn openai_gets_default_url_models_and_timeout() {
     assert_eq!(p.base_url, "https://api.openai.com/v1");
     assert_eq!(p.timeout_seconds, 300);
     assert!(p.models.contains(&Pattern::new("gpt-*")));
+    assert!(!p.models_explicit, "the defaults are not the spec's list");
     assert_eq!(p.api_version, None);
     assert_eq!(
         p.keys,
@@ -51,6 +52,7 @@ fn spec_values_override_defaults_and_urls_lose_trailing_slashes() {
     assert_eq!(p.base_url, "https://res.openai.azure.com");
     assert_eq!(p.api_version.as_deref(), Some("2024-10-21"));
     assert_eq!(p.models, vec![Pattern::new("gpt-4o"), Pattern::new("gpt-4o-mini*")]);
+    assert!(p.models_explicit);
     assert_eq!(p.timeout_seconds, 60);
     assert_eq!(p.keys[0].endpoint.as_deref(), Some("https://east.openai.azure.com"));
 }

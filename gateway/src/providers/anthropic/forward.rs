@@ -1,8 +1,8 @@
 //! Anthropic over HTTP: translates the client's chat completion, sends it to `/v1/messages`
 //! with the provider's `x-api-key` and `anthropic-version`, and translates what comes back — a
-//! whole message, an SSE stream (event by event, through [`Translate`]), or an error (with its
-//! `retry-after` kept). The translations themselves are the pure functions of this module's
-//! siblings.
+//! whole message, an SSE stream (event by event, through [`Translate`] and a [`Translator`]),
+//! or an error (with its `retry-after` kept). The translations themselves are the pure
+//! functions of this module's siblings; [`super::responses`] reuses this for the Responses API.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Response, header};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
 
 use super::{StreamTranslator, translate_error, translate_request, translate_response};
 use crate::body::{Body, BoxError, full};
@@ -20,7 +21,7 @@ use crate::relay::Relay;
 use crate::upstream::Call;
 
 /// Largest non-streamed Anthropic answer read (or error body).
-const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+pub(super) const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Sends one chat completion to Anthropic and answers in OpenAI's shape.
 pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body>, GatewayError> {
@@ -30,14 +31,7 @@ pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body
     let body = Relay::new(incoming, call.idle_timeout);
 
     if !parts.status.is_success() {
-        let bytes = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        let (status, error) = translate_error(parts.status.as_u16(), &bytes);
-        let mut response = json_response(error);
-        *response.status_mut() = status;
-        if let Some(retry_after) = parts.headers.get(header::RETRY_AFTER) {
-            response.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
-        }
-        return Ok(response);
+        return Ok(error_response(&parts, body).await);
     }
 
     if translated.stream {
@@ -57,31 +51,63 @@ pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body
     Ok(json_response(translate_response(&bytes, &translated.model)?))
 }
 
-fn json_response(body: Bytes) -> Response<Body> {
+/// The client's answer to an Anthropic error response: the mapped status and OpenAI-shaped
+/// body, with the upstream's `retry-after` kept.
+pub(super) async fn error_response(parts: &http::response::Parts, body: Relay<Incoming>) -> Response<Body> {
+    let bytes = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let (status, error) = translate_error(parts.status.as_u16(), &bytes);
+    let mut response = json_response(error);
+    *response.status_mut() = status;
+    if let Some(retry_after) = parts.headers.get(header::RETRY_AFTER) {
+        response.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
+    }
+    response
+}
+
+pub(super) fn json_response(body: Bytes) -> Response<Body> {
     let mut response = Response::new(full(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-/// A body that turns Anthropic SSE bytes into OpenAI chunk events as they arrive.
-pub struct Translate<B> {
+/// A stream translation: upstream SSE bytes in, client events out.
+pub trait Translator {
+    /// Feeds upstream bytes; returns the complete client events they finish, possibly none.
+    fn push(&mut self, chunk: &[u8]) -> Vec<Bytes>;
+    /// The upstream ended; returns the remaining client events.
+    fn finish(&mut self) -> Vec<Bytes>;
+}
+
+impl Translator for StreamTranslator {
+    fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+        StreamTranslator::push(self, chunk)
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        StreamTranslator::finish(self)
+    }
+}
+
+/// A body that turns Anthropic SSE bytes into client events as they arrive.
+pub struct Translate<B, T = StreamTranslator> {
     inner: B,
-    translator: StreamTranslator,
+    translator: T,
     ready: VecDeque<Bytes>,
     /// The upstream body ended; `Some(error)` when it broke.
     ended: Option<Option<BoxError>>,
 }
 
-impl<B> Translate<B> {
+impl<B, T> Translate<B, T> {
     /// Wraps an upstream body.
-    pub fn new(inner: B, translator: StreamTranslator) -> Self {
+    pub fn new(inner: B, translator: T) -> Self {
         Self { inner, translator, ready: VecDeque::new(), ended: None }
     }
 }
 
-impl<B> HttpBody for Translate<B>
+impl<B, T> HttpBody for Translate<B, T>
 where
     B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    T: Translator + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;

@@ -11,12 +11,14 @@
 //! - [`stream`]: Anthropic SSE events → OpenAI `chat.completion.chunk` events.
 //! - [`error`]: Anthropic error responses → gateway status and OpenAI-shaped error bodies.
 //! - [`forward`]: the HTTP call around them.
+//! - [`responses`]: the same for OpenAI's Responses API (`POST /v1/responses`).
 
 pub mod error;
 pub mod forward;
 mod messages;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
 
 use std::time::{SystemTime, UNIX_EPOCH};

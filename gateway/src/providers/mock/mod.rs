@@ -5,9 +5,11 @@
 //! deterministic unit vectors derived from the model and each input.
 //!
 //! The same code serves the `uprox-mock-upstream` binary used by tests and benchmarks. Chat is
-//! here; embeddings are in [`embeddings`].
+//! here; embeddings are in [`embeddings`], the Responses API in [`responses`].
 
 pub mod embeddings;
+pub mod files;
+pub mod responses;
 
 pub use embeddings::{embeddings, embeddings_json};
 
