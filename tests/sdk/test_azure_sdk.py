@@ -64,3 +64,24 @@ def test_the_azure_v1_surface_works_with_the_plain_openai_client(gateway: Gatewa
     completion = client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES)
     assert completion.choices[0].message.content
     assert DEPLOYMENT in [m.id for m in client.models.list()]
+
+
+def test_embeddings_on_a_deployment_in_both_encodings(gateway: Gateway) -> None:
+    client = make_client(gateway)
+    floats = client.embeddings.create(model=DEPLOYMENT, input="hello", encoding_format="float")
+    # Without encoding_format the SDK asks for base64 and decodes it.
+    decoded = client.embeddings.create(model=DEPLOYMENT, input="hello")
+    assert len(floats.data[0].embedding) == len(decoded.data[0].embedding) > 0
+    assert floats.data[0].embedding == pytest.approx(decoded.data[0].embedding, abs=1e-6)
+
+
+def test_files_through_the_azure_client(gateway: Gateway) -> None:
+    client = make_client(gateway)
+    body = b'{"custom_id": "1", "body": {"prompt": "hello"}}\n'
+    created = client.files.create(file=("batch.jsonl", body), purpose="batch")
+    try:
+        assert client.files.retrieve(created.id).filename == "batch.jsonl"
+        assert client.files.content(created.id).read() == body
+        assert created.id in [f.id for f in client.files.list()]
+    finally:
+        assert client.files.delete(created.id).deleted

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
 
 const BASE_URL = process.env.UPROX_BASE_URL;
 const TOKEN = process.env.UPROX_TOKEN;
@@ -27,7 +27,16 @@ const wire = [];
 /** A fetch that records what the SDK sends and receives before the SDK decodes it. */
 async function recordingFetch(url, init) {
   const response = await fetch(url, init);
-  const entry = { url: String(url), method: init?.method ?? 'GET', body: init?.body ? JSON.parse(init.body) : null };
+  // Uploads send multipart bodies; only JSON bodies are recorded.
+  let body = null;
+  if (typeof init?.body === 'string') {
+    try {
+      body = JSON.parse(init.body);
+    } catch {
+      body = init.body;
+    }
+  }
+  const entry = { url: String(url), method: init?.method ?? 'GET', body };
   if ((response.headers.get('content-type') ?? '').startsWith('application/json')) {
     entry.answer = await response.clone().json();
   }
@@ -156,6 +165,62 @@ test('a bad token is an AuthenticationError', async () => {
   await assert.rejects(client(bad).chat.completions.create({ model: MODEL, messages: MESSAGES }), (err) => {
     assert.ok(err instanceof OpenAI.AuthenticationError, `${err}`);
     assert.equal(err.status, 401);
+    return true;
+  });
+});
+
+test('responses.create answers, and streams the same text with its events in order', async () => {
+  const input = 'Name three primary colours.';
+  const response = await client().responses.create({ model: MODEL, input, instructions: 'Be terse.' });
+  assert.equal(response.object, 'response');
+  assert.equal(response.status, 'completed');
+  const text = response.output_text;
+  assert.ok(text && text.trim().length > 0);
+  const usage = response.usage;
+  assert.equal(usage.total_tokens, usage.input_tokens + usage.output_tokens);
+
+  const stream = await client().responses.create({ model: MODEL, input, instructions: 'Be terse.', stream: true });
+  const types = [];
+  let streamed = '';
+  let completed = null;
+  let sequence = -1;
+  for await (const event of stream) {
+    types.push(event.type);
+    assert.ok(event.sequence_number > sequence, 'sequence numbers increase');
+    sequence = event.sequence_number;
+    if (event.type === 'response.output_text.delta') streamed += event.delta;
+    if (event.type === 'response.completed') completed = event.response;
+  }
+  assert.equal(types[0], 'response.created');
+  assert.equal(types.at(-1), 'response.completed');
+  assert.ok(types.includes('response.output_text.done'));
+  assert.equal(streamed, text);
+  assert.ok(completed, 'a response.completed event');
+  assert.deepEqual(completed.usage, usage);
+});
+
+test('files: upload, list, retrieve, download and delete', async () => {
+  const bytes = Buffer.from('{"custom_id": "1", "body": {"prompt": "hello"}}\n');
+  const file = await client().files.create({ file: await toFile(bytes, 'batch.jsonl'), purpose: 'batch' });
+  assert.match(file.id, /^file-/);
+  assert.equal(file.object, 'file');
+  assert.equal(file.bytes, bytes.length);
+  assert.equal(file.filename, 'batch.jsonl');
+  assert.equal(file.purpose, 'batch');
+
+  const listed = [];
+  for await (const f of client().files.list()) listed.push(f.id);
+  assert.ok(listed.includes(file.id), `${listed}`);
+
+  const retrieved = await client().files.retrieve(file.id);
+  assert.equal(retrieved.id, file.id);
+  const content = await client().files.content(file.id);
+  assert.deepEqual(Buffer.from(await content.arrayBuffer()), bytes);
+
+  const deleted = await client().files.delete(file.id);
+  assert.deepEqual({ id: deleted.id, deleted: deleted.deleted }, { id: file.id, deleted: true });
+  await assert.rejects(client().files.retrieve(file.id), (err) => {
+    assert.ok(err instanceof OpenAI.NotFoundError, `${err}`);
     return true;
   });
 });
