@@ -5,6 +5,7 @@
 //! Config sources: [`standalone`] (a folder of manifests, compiled in-process) and [`cluster`]
 //! (the config the operator compiled, watched through the Kubernetes API).
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;

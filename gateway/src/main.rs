@@ -47,6 +47,10 @@ struct Args {
     /// Address to listen on. Port 0 picks a free port (printed at start).
     #[arg(long, env = "UPROX_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Address of the admin port (/healthz, /readyz) for probes. Default: none (the serving
+    /// port answers both paths too).
+    #[arg(long, env = "UPROX_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "UPROX_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -103,9 +107,25 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     tracing::info!("uprox-gateway listening on http://{} ({} workers, {description})", workers.addr, workers.count());
+    let admin = match args.admin_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!("admin port on http://{addr} (/healthz, /readyz)");
+                Some(tokio::spawn(uprox_gateway::admin::serve(listener, gateway.clone())))
+            }
+            Err(e) => {
+                eprintln!("uprox-gateway: cannot listen on {addr} for the admin port: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let source = tokio::spawn(source);
     shutdown_signal().await;
     source.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     // Joining blocks until in-flight requests drain; keep it off the runtime thread.
     let _ = tokio::task::spawn_blocking(move || workers.stop_and_join()).await;
     tracing::info!("stopped");

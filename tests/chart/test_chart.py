@@ -127,6 +127,7 @@ def test_the_gateway_rolls_without_dropping_requests(docs):
     container = gateway["spec"]["template"]["spec"]["containers"][0]
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
     assert "--source=cluster" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["port"] == "admin", "probes on the admin port"
     service = [d for d in of_kind(docs, "Service") if d["metadata"]["name"] == "uprox-gateway"][0]
     assert service["spec"]["ports"][0]["port"] == 80
     assert of_kind(docs, "PodDisruptionBudget")
