@@ -71,6 +71,13 @@ pub struct PolicyStatus {
     /// How many Services and MachineTokens it is attached to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached: Option<u32>,
+    /// The Services it is attached to (names, in this namespace), sorted; at most
+    /// 100 are listed, `attached` counts them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+    /// How many MachineTokens name it in `spec.policies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
     /// `Ready`.
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -33,7 +33,12 @@ pub struct Index<'a> {
     service_tokens: HashMap<&'a ObjectId, u32>,
     tokens: HashMap<&'a ObjectId, &'a TokenConfig>,
     policy_attachments: HashMap<&'a ObjectId, u32>,
+    policy_services: HashMap<&'a ObjectId, Vec<&'a str>>,
+    policy_tokens: HashMap<&'a ObjectId, u32>,
 }
+
+/// Services listed by name in a Policy's status; `attached` counts them all.
+const LISTED_SERVICES: usize = 100;
 
 impl<'a> Index<'a> {
     /// Indexes one compilation.
@@ -47,6 +52,7 @@ impl<'a> Index<'a> {
             index.service_providers.insert(&s.id, s.providers.len());
             for p in &s.policies {
                 *index.policy_attachments.entry(p).or_default() += 1;
+                index.policy_services.entry(p).or_default().push(s.id.name.as_str());
             }
         }
         for t in &config.tokens {
@@ -54,6 +60,7 @@ impl<'a> Index<'a> {
             *index.service_tokens.entry(&t.service).or_default() += 1;
             for p in &t.policies {
                 *index.policy_attachments.entry(p).or_default() += 1;
+                *index.policy_tokens.entry(p).or_default() += 1;
             }
         }
         index
@@ -108,9 +115,17 @@ pub fn policy(object: &Policy, index: &Index<'_>, now: &Time) -> PolicyStatus {
     let mut conds = object.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let compiled = index.compiled.is_some_and(|c| c.config.policies.iter().any(|p| p.id == id));
     set_ready(&mut conds, &diags, compiled, "in the compiled config", generation, now);
+    let services = index.policy_services.get(&id).map(|names| {
+        let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        names.sort_unstable();
+        names.truncate(LISTED_SERVICES);
+        names
+    });
     PolicyStatus {
         observed_generation: generation,
         attached: Some(index.policy_attachments.get(&id).copied().unwrap_or_default()),
+        services: services.unwrap_or_default(),
+        tokens: Some(index.policy_tokens.get(&id).copied().unwrap_or_default()),
         conditions: conds,
     }
 }

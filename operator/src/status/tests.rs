@@ -124,6 +124,8 @@ fn a_healthy_world_is_ready_everywhere() {
 
     let pol = policy(&world.resources.policies[0], &index, &now);
     assert_eq!(pol.attached, Some(1));
+    assert_eq!(pol.services, ["app"]);
+    assert_eq!(pol.tokens, Some(0));
     assert_eq!(condition(&pol.conditions, READY).status, "True");
 
     let b = budget(&world.resources.budgets[0], &index, &now);
