@@ -64,25 +64,6 @@ async fn fake_anthropic() -> Upstream {
     .await
 }
 
-fn manifests(base_url: &str) -> String {
-    format!(
-        r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {{name: claude, namespace: team}}
-spec:
-  type: anthropic
-  baseUrl: "{base_url}"
-  keys: [{{label: main, secretRef: {{name: anthropic-key, key: apiKey}}}}]
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: anthropic-key, namespace: team}}
-stringData: {{apiKey: "{PROVIDER_KEY}"}}
-"#
-    ) + &common::identity()
-}
-
 const TWO_USER_TURNS: &str = r#"{"model":"claude-sonnet","max_tokens":64,"messages":[
     {"role":"system","content":"be brief"},
     {"role":"user","content":"hello"},
@@ -91,7 +72,7 @@ const TWO_USER_TURNS: &str = r#"{"model":"claude-sonnet","max_tokens":64,"messag
 #[tokio::test]
 async fn chat_completions_are_translated_both_ways() {
     let upstream = fake_anthropic().await;
-    let h = Harness::start(&manifests(&upstream.base_url().replace("/v1", ""))).await;
+    let h = Harness::start(&common::anthropic_manifests(&upstream.base_url().replace("/v1", ""))).await;
     let r = h.chat(TWO_USER_TURNS).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
@@ -111,7 +92,7 @@ async fn chat_completions_are_translated_both_ways() {
 #[tokio::test]
 async fn streams_become_openai_chunks_ending_in_done() {
     let upstream = fake_anthropic().await;
-    let h = Harness::start(&manifests(&upstream.base_url().replace("/v1", ""))).await;
+    let h = Harness::start(&common::anthropic_manifests(&upstream.base_url().replace("/v1", ""))).await;
     let body = r#"{"model":"claude-sonnet","stream":true,"stream_options":{"include_usage":true},
         "messages":[{"role":"user","content":"hi"}]}"#;
     let r = h.chat(body).await;
@@ -138,7 +119,7 @@ async fn streams_become_openai_chunks_ending_in_done() {
 #[tokio::test]
 async fn anthropic_errors_become_openai_errors() {
     let upstream = fake_anthropic().await;
-    let h = Harness::start(&manifests(&upstream.base_url().replace("/v1", ""))).await;
+    let h = Harness::start(&common::anthropic_manifests(&upstream.base_url().replace("/v1", ""))).await;
 
     let r = h.chat(r#"{"model":"claude-limited","messages":[{"role":"user","content":"x"}]}"#).await;
     assert_eq!(r.status(), 429);

@@ -242,17 +242,21 @@ async fn gateway_on(yaml: &str, settings: Settings, dir: Option<tempfile::TempDi
 }
 
 async fn upload(h: &Harness, token: &str, content: &[u8], purpose: &str) -> serde_json::Value {
-    let r = h
-        .client
+    let r = post_file(h, token, multipart(content, "data.jsonl", purpose)).await;
+    assert_eq!(r.status(), 200, "upload failed");
+    r.json().await.unwrap()
+}
+
+/// `POST /v1/files` with `body` as the multipart upload of [`content_type`].
+async fn post_file(h: &Harness, token: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    h.client
         .post(h.url("/v1/files"))
         .bearer_auth(token)
         .header("content-type", content_type())
-        .body(multipart(content, "data.jsonl", purpose))
+        .body(body)
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "upload failed");
-    r.json().await.unwrap()
+        .unwrap()
 }
 
 async fn get(h: &Harness, token: &str, path: &str) -> reqwest::Response {
@@ -328,30 +332,14 @@ async fn uploads_over_the_limit_get_413() {
     let big = multipart(&vec![b'x'; 2000], "big.bin", "batch");
 
     // Known length: refused before any upstream call.
-    let r = h
-        .client
-        .post(h.url("/v1/files"))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type())
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_file(&h, TOKEN, big.clone()).await;
     assert_eq!(r.status(), 413);
     assert_eq!(error_of(r).await["code"], "request_too_large");
     assert_eq!(up.count(), 0, "no upstream call");
 
     // Chunked: cut when it crosses the limit.
     let chunks: Vec<Result<Bytes, std::io::Error>> = big.chunks(300).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-    let r = h
-        .client
-        .post(h.url("/v1/files"))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type())
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+    let r = post_file(&h, TOKEN, reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))).await;
     assert_eq!(r.status(), 413);
     assert_eq!(error_of(r).await["type"], "invalid_request_error");
     assert!(ids(&h, TOKEN).await.is_empty(), "nothing was stored");
@@ -456,15 +444,7 @@ async fn the_files_scope_is_required() {
     let r = get(&h, CHAT_ONLY, "/v1/files").await;
     assert_eq!(r.status(), 403);
     assert_eq!(error_of(r).await["type"], "permission_error");
-    let r = h
-        .client
-        .post(h.url("/v1/files"))
-        .bearer_auth(CHAT_ONLY)
-        .header("content-type", content_type())
-        .body(multipart(b"x", "x", "batch"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_file(&h, CHAT_ONLY, multipart(b"x", "x", "batch")).await;
     assert_eq!(r.status(), 403);
     assert_eq!(get(&h, "", "/v1/files").await.status(), 401);
     let r = h.client.put(h.url("/v1/files")).bearer_auth(TOKEN).send().await.unwrap();
@@ -497,15 +477,7 @@ async fn ownership_survives_a_restart_in_standalone_mode() {
 
 #[tokio::test]
 async fn the_mock_provider_serves_files_in_memory() {
-    let yaml = r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {name: mock, namespace: team}
-spec: {type: mock}
-"#
-    .to_owned()
-        + &identity_with("{}", "");
-    let h = gateway_on(&yaml, Settings::default(), None).await;
+    let h = gateway_on(&common::mock_manifests(), Settings::default(), None).await;
     let file = upload(&h, TOKEN, b"hello mock", "assistants").await;
     let id = file["id"].as_str().unwrap();
     assert_eq!(file["filename"], "data.jsonl");
@@ -535,15 +507,7 @@ stringData: {apiKey: "sk-ant-test"}
     .to_owned()
         + &identity_with("{}", "");
     let h = gateway_on(&yaml, Settings::default(), None).await;
-    let r = h
-        .client
-        .post(h.url("/v1/files"))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type())
-        .body(multipart(b"x", "x", "batch"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_file(&h, TOKEN, multipart(b"x", "x", "batch")).await;
     assert_eq!(r.status(), 400);
     assert!(error_of(r).await["message"].as_str().unwrap().contains("Files API"));
 }
@@ -639,15 +603,7 @@ async fn an_upload_whose_owner_cannot_be_recorded_is_undone() {
     standalone::load_and_install(&gateway, &options).unwrap();
     let h = Harness::serve(gateway, tokio::spawn(async {}), dir).await;
 
-    let r = h
-        .client
-        .post(h.url("/v1/files"))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type())
-        .body(multipart(b"orphan", "o.txt", "batch"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_file(&h, TOKEN, multipart(b"orphan", "o.txt", "batch")).await;
     assert_eq!(r.status(), 503);
     assert_eq!(error_of(r).await["code"], "file_owners_unavailable");
     let seen = up.received();

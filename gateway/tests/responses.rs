@@ -234,15 +234,7 @@ async fn stored_responses_go_to_the_first_stateful_provider() {
 
 #[tokio::test]
 async fn a_service_without_a_stateful_provider_is_told_so() {
-    let yaml = r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {name: mock, namespace: team}
-spec: {type: mock}
-"#
-    .to_owned()
-        + &common::identity();
-    let h = Harness::start(&yaml).await;
+    let h = Harness::start(&common::mock_manifests()).await;
     let r = h.client.get(h.url("/v1/responses/resp_1")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let e = common::error_of(r).await;
@@ -304,30 +296,10 @@ async fn fake_anthropic() -> Upstream {
     .await
 }
 
-fn anthropic_manifests(upstream: &Upstream) -> String {
-    format!(
-        r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {{name: claude, namespace: team}}
-spec:
-  type: anthropic
-  baseUrl: "http://{addr}"
-  keys: [{{label: main, secretRef: {{name: anthropic-key, key: apiKey}}}}]
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: anthropic-key, namespace: team}}
-stringData: {{apiKey: "{PROVIDER_KEY}"}}
-"#,
-        addr = upstream.addr
-    ) + &common::identity()
-}
-
 #[tokio::test]
 async fn anthropic_providers_answer_in_the_responses_shape() {
     let upstream = fake_anthropic().await;
-    let h = Harness::start(&anthropic_manifests(&upstream)).await;
+    let h = Harness::start(&common::anthropic_manifests(&format!("http://{}", upstream.addr))).await;
     let body = json!({"model": "claude-sonnet", "instructions": "be brief", "max_output_tokens": 64,
         "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}}],
         "input": [{"role": "user", "content": "hello"}, {"role": "user", "content": "again"}]});
@@ -383,7 +355,7 @@ async fn anthropic_providers_answer_in_the_responses_shape() {
 #[tokio::test]
 async fn what_anthropic_cannot_honour_is_refused_by_name_and_upstream_errors_are_mapped() {
     let upstream = fake_anthropic().await;
-    let h = Harness::start(&anthropic_manifests(&upstream)).await;
+    let h = Harness::start(&common::anthropic_manifests(&format!("http://{}", upstream.addr))).await;
     for (extra, param) in [
         (json!({"previous_response_id": "resp_1"}), "previous_response_id"),
         (json!({"tools": [{"type": "web_search"}]}), "tools"),

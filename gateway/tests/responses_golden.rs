@@ -16,9 +16,11 @@
 //! rewrites the expected files from the current output: review the diff before keeping it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::fs;
+
+use common::golden::{self, Golden};
 use serde_json::{Map, Value};
 use uprox_gateway::providers::anthropic::responses::{self, StreamTranslator};
 use uprox_gateway::providers::responses::echo_defaults;
@@ -26,93 +28,11 @@ use uprox_gateway::providers::responses::echo_defaults;
 /// The model name the client asked for, echoed in responses.
 const MODEL: &str = "claude-sonnet-4-5";
 
-fn dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/responses").join(kind)
-}
-
-fn bless() -> bool {
-    std::env::var_os("UPROX_BLESS").is_some()
-}
-
-/// The case names of `kind` (files ending in `input_suffix`), sorted; fails on files that belong
-/// to no case.
-fn cases(kind: &str, input_suffix: &str, suffixes: &[&str]) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir(kind))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter_map(|f| f.strip_suffix(input_suffix).map(str::to_owned))
-        .collect();
-    names.sort();
-    for entry in fs::read_dir(dir(kind)).unwrap() {
-        let file = entry.unwrap().file_name().into_string().unwrap();
-        let known = suffixes.iter().any(|s| file.strip_suffix(s).is_some_and(|case| names.iter().any(|n| n == case)));
-        assert!(known, "{kind}/{file} belongs to no case (inputs end in {input_suffix})");
-    }
-    assert!(!names.is_empty(), "no {kind} cases");
-    names
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every difference between two JSON values, one line each, with its path.
-fn diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for (k, ev) in e {
-                match a.get(k) {
-                    Some(av) => diff(&format!("{path}.{k}"), ev, av, out),
-                    None => out.push(format!("{path}.{k}: missing (expected {ev})")),
-                }
-            }
-            for (k, av) in a.iter().filter(|(k, _)| !e.contains_key(*k)) {
-                out.push(format!("{path}.{k}: unexpected {av}"));
-            }
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
-                diff(&format!("{path}[{i}]"), ev, av, out);
-            }
-            if e.len() != a.len() {
-                out.push(format!("{path}: expected {} items, got {}", e.len(), a.len()));
-            }
-        }
-        _ if expected != actual => out.push(format!("{path}: expected {expected}, got {actual}")),
-        _ => {}
-    }
-}
-
-/// Compares, or with `UPROX_BLESS` writes `expected_path`; returns a failure description.
-fn check(case: &str, expected_path: &Path, actual: &Value, render: impl Fn(&Value) -> String) -> Option<String> {
-    if bless() {
-        fs::write(expected_path, render(actual)).unwrap();
-        return None;
-    }
-    let expected = if expected_path.extension().is_some_and(|e| e == "sse") {
-        parse_sse(&fs::read_to_string(expected_path).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display())))
-    } else {
-        read_json(expected_path)
-    };
-    let mut lines = Vec::new();
-    diff("$", &expected, actual, &mut lines);
-    (!lines.is_empty()).then(|| {
-        format!("case {case} ({}):\n  {}\n  actual:\n{}", expected_path.display(), lines.join("\n  "), render(actual))
-    })
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap() + "\n"
-}
-
-fn report(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{} golden case(s) differ:\n\n{}", failures.len(), failures.join("\n\n"));
-}
+const GOLDEN: Golden = Golden { suite: "responses", parse_sse };
 
 /// The echoed settings of `<case>.request.json` when there is one, OpenAI's defaults otherwise.
 fn echo(kind: &str, case: &str) -> Map<String, Value> {
-    let path = dir(kind).join(format!("{case}.request.json"));
+    let path = GOLDEN.dir(kind).join(format!("{case}.request.json"));
     if !path.exists() {
         return echo_defaults();
     }
@@ -127,37 +47,36 @@ fn zero_created_at(response: &mut Value, case: &str) {
 
 #[test]
 fn requests() {
-    let mut failures = Vec::new();
-    for case in cases("request", ".responses.json", &[".responses.json", ".anthropic.json"]) {
-        let input = fs::read(dir("request").join(format!("{case}.responses.json"))).unwrap();
-        let translated = responses::translate_request(&input).unwrap_or_else(|e| panic!("case {case}: {e}"));
+    GOLDEN.run("request", (".responses.json", ".anthropic.json"), &[], golden::pretty, |case, input| {
+        let translated = responses::translate_request(input).unwrap_or_else(|e| panic!("case {case}: {e}"));
         let actual: Value = serde_json::from_slice(&translated.body).unwrap();
         assert_eq!(translated.model, actual["model"], "case {case}");
         assert_eq!(translated.stream, actual.get("stream") == Some(&Value::Bool(true)), "case {case}");
-        failures.extend(check(&case, &dir("request").join(format!("{case}.anthropic.json")), &actual, pretty));
-    }
-    report(failures);
+        actual
+    });
 }
 
 #[test]
 fn responses() {
-    let mut failures = Vec::new();
-    let suffixes = [".anthropic.json", ".responses.json", ".request.json"];
-    for case in cases("response", ".anthropic.json", &suffixes) {
-        let input = fs::read(dir("response").join(format!("{case}.anthropic.json"))).unwrap();
-        let out = responses::translate_response(&input, MODEL, echo("response", &case))
-            .unwrap_or_else(|e| panic!("case {case}: {e}"));
-        let mut actual: Value = serde_json::from_slice(&out).unwrap();
-        zero_created_at(&mut actual, &case);
-        let usage = &actual["usage"];
-        assert_eq!(
-            usage["total_tokens"].as_u64(),
-            Some(usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()),
-            "case {case}"
-        );
-        failures.extend(check(&case, &dir("response").join(format!("{case}.responses.json")), &actual, pretty));
-    }
-    report(failures);
+    GOLDEN.run(
+        "response",
+        (".anthropic.json", ".responses.json"),
+        &[".request.json"],
+        golden::pretty,
+        |case, input| {
+            let out = responses::translate_response(input, MODEL, echo("response", case))
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
+            let mut actual: Value = serde_json::from_slice(&out).unwrap();
+            zero_created_at(&mut actual, case);
+            let usage = &actual["usage"];
+            assert_eq!(
+                usage["total_tokens"].as_u64(),
+                Some(usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()),
+                "case {case}"
+            );
+            actual
+        },
+    );
 }
 
 /// Client SSE text → a JSON array of the events' data, after checking that each `event:` line
@@ -192,19 +111,12 @@ fn render_sse(events: &Value) -> String {
 fn run_stream(input: &[u8], size: usize, echo: &Map<String, Value>) -> Vec<u8> {
     let mut t = StreamTranslator::new(MODEL.to_owned(), echo.clone());
     let mut events = Vec::new();
-    let chunks: Vec<&[u8]> = if size == 0 { vec![input] } else { input.chunks(size).collect() };
-    for chunk in chunks {
+    for chunk in golden::chunks(input, size) {
         events.extend(t.push(chunk));
     }
     events.extend(t.finish());
     assert!(t.finish().is_empty(), "a second finish emits nothing");
-    let mut all = Vec::new();
-    for e in &events {
-        assert!(e.starts_with(b"event: ") && e.ends_with(b"\n\n"), "not one whole event: {e:?}");
-        assert_eq!(e.windows(2).filter(|w| w == b"\n\n").count(), 1, "more than one event: {e:?}");
-        all.extend_from_slice(e);
-    }
-    all
+    golden::join_events(&events, b"event: ")
 }
 
 /// The events with every `response.created_at` zeroed.
@@ -220,15 +132,12 @@ fn normalised(bytes: &[u8], case: &str) -> Value {
 
 #[test]
 fn streams() {
-    let mut failures = Vec::new();
-    let suffixes = [".anthropic.sse", ".responses.sse", ".request.json"];
-    for case in cases("stream", ".anthropic.sse", &suffixes) {
-        let input = fs::read(dir("stream").join(format!("{case}.anthropic.sse"))).unwrap();
-        let echo = echo("stream", &case);
-        let actual = normalised(&run_stream(&input, 0, &echo), &case);
+    GOLDEN.run("stream", (".anthropic.sse", ".responses.sse"), &[".request.json"], render_sse, |case, input| {
+        let echo = echo("stream", case);
+        let actual = normalised(&run_stream(input, 0, &echo), case);
         for size in [1, 7] {
             assert_eq!(
-                normalised(&run_stream(&input, size, &echo), &case),
+                normalised(&run_stream(input, size, &echo), case),
                 actual,
                 "case {case}: {size}-byte chunks give different output"
             );
@@ -244,15 +153,14 @@ fn streams() {
             ["response.completed", "response.incomplete", "response.failed"].contains(&last),
             "case {case}: ends with {last}"
         );
-        failures.extend(check(&case, &dir("stream").join(format!("{case}.responses.sse")), &actual, render_sse));
-    }
-    report(failures);
+        actual
+    });
 }
 
 /// What a stream spells out is what the non-streamed translation of the same message says.
 #[test]
 fn a_stream_and_its_final_response_agree() {
-    let input = fs::read(dir("stream").join("thinking_text_and_tools.anthropic.sse")).unwrap();
+    let input = fs::read(GOLDEN.dir("stream").join("thinking_text_and_tools.anthropic.sse")).unwrap();
     let echo = echo("stream", "thinking_text_and_tools");
     let events = normalised(&run_stream(&input, 0, &echo), "thinking_text_and_tools");
     let events = events.as_array().unwrap();

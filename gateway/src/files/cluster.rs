@@ -257,7 +257,7 @@ impl FileOwners for ConfigMapOwners {
     }
 
     fn owned_by(&self, service: &ServiceId) -> HashSet<String> {
-        self.view.load().files_of(service).map(|f| f.keys().cloned().collect()).unwrap_or_default()
+        self.view.load().file_ids_of(service)
     }
 
     fn record<'a>(

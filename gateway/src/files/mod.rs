@@ -92,6 +92,12 @@ impl Owners {
         self.by_service.get(service)
     }
 
+    /// The ids of a Service's files (none for an unknown Service): what every store's
+    /// [`FileOwners::owned_by`] answers from its current view.
+    pub fn file_ids_of(&self, service: &ServiceId) -> HashSet<String> {
+        self.files_of(service).map(|f| f.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// Every Service with its files.
     pub fn services(&self) -> impl Iterator<Item = (&ServiceId, &BTreeMap<String, FileRecord>)> {
         self.by_service.iter()
@@ -170,7 +176,7 @@ impl FileOwners for MemoryOwners {
     }
 
     fn owned_by(&self, service: &ServiceId) -> HashSet<String> {
-        self.view.load().files_of(service).map(|f| f.keys().cloned().collect()).unwrap_or_default()
+        self.view.load().file_ids_of(service)
     }
 
     fn record<'a>(

@@ -9,7 +9,6 @@
 //! not mistaken for config.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,20 +90,8 @@ fn write(path: &Path, owners: &Owners) -> Result<(), OwnersError> {
         services: owners.services().map(|(s, files)| (s.to_string(), files.clone())).collect(),
     };
     let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| OwnersError::Io(e.to_string()))?;
-    let err = |e: std::io::Error| OwnersError::Io(format!("{}: {e}", path.display()));
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).map_err(err)?;
-        file.write_all(&bytes).map_err(err)?;
-        file.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::standalone::write_private(path, "json.tmp", &bytes)
+        .map_err(|e| OwnersError::Io(format!("{}: {e}", path.display())))
 }
 
 impl FileOwners for JsonFileOwners {
@@ -113,7 +100,7 @@ impl FileOwners for JsonFileOwners {
     }
 
     fn owned_by(&self, service: &ServiceId) -> HashSet<String> {
-        self.view.load().files_of(service).map(|f| f.keys().cloned().collect()).unwrap_or_default()
+        self.view.load().file_ids_of(service)
     }
 
     fn record<'a>(

@@ -146,6 +146,26 @@ fn fingerprint(options: &Options) -> u64 {
     manifests::fingerprint(&[options.config_dir.as_path(), options.state_dir.as_path()])
 }
 
+/// Writes a file of the state folder atomically and privately: `bytes` go to a temporary
+/// sibling (`path` with the extension `tmp_extension`; mode 0600 on Unix), are synced, then the
+/// sibling is renamed over `path`. Missing parent folders are created. Issued tokens and the
+/// file ownership store are written this way.
+pub(crate) fn write_private(path: &Path, tmp_extension: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(tmp_extension);
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 /// Resolves a folder relative to the working directory, for messages.
 pub fn display(path: &Path) -> String {
     path.display().to_string()

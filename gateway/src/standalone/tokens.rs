@@ -5,7 +5,6 @@
 //! A Secret supplied in the config folder under the token's `secretName` takes precedence; one
 //! without the `uprox.dev/machine-token` label is never overwritten or adopted.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -90,20 +89,8 @@ fn write_manifest(path: &Path, secret: &Secret) -> Result<(), IssueError> {
         "# Issued by uprox-gateway (standalone mode). Keep this file private.\n{}",
         serde_yaml::to_string(&value)?
     );
-    let err = |source| IssueError::Write { path: path.to_path_buf(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension("yaml.tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).map_err(err)?;
-        file.write_all(yaml.as_bytes()).map_err(err)?;
-        file.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(err)
+    super::write_private(path, "yaml.tmp", yaml.as_bytes())
+        .map_err(|source| IssueError::Write { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

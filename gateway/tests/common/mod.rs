@@ -1,5 +1,6 @@
 //! Test harness: a scripted upstream on 127.0.0.1:0, a manifest folder written from YAML, and a
-//! gateway served in-process on 127.0.0.1:0 from that folder through standalone mode.
+//! gateway served in-process on 127.0.0.1:0 from that folder through standalone mode; and, in
+//! `golden`, the harness of the wire-format golden tests.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,8 @@ use tokio::sync::oneshot;
 use uprox_gateway::app::{Gateway, Settings};
 use uprox_gateway::body::Body;
 use uprox_gateway::{server, standalone};
+
+pub mod golden;
 
 /// A well-formed token the test configs pre-supply.
 pub const TOKEN: &str = "uprox_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -129,6 +132,39 @@ metadata: {{name: p, namespace: team}}
 spec: {{models: ["gpt-*", "slow-*", "mock-*"]}}
 "#
     ) + &identity_with("{policies: [p]}", "")
+}
+
+/// An anthropic Provider `claude` at `base_url` (no `/v1`) with its key Secret, and
+/// [`identity`].
+pub fn anthropic_manifests(base_url: &str) -> String {
+    format!(
+        r#"
+apiVersion: uprox.dev/v1alpha1
+kind: Provider
+metadata: {{name: claude, namespace: team}}
+spec:
+  type: anthropic
+  baseUrl: "{base_url}"
+  keys: [{{label: main, secretRef: {{name: anthropic-key, key: apiKey}}}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: anthropic-key, namespace: team}}
+stringData: {{apiKey: "{PROVIDER_KEY}"}}
+"#
+    ) + &identity()
+}
+
+/// The `mock` Provider alone, and [`identity`].
+pub fn mock_manifests() -> String {
+    r#"
+apiVersion: uprox.dev/v1alpha1
+kind: Provider
+metadata: {name: mock, namespace: team}
+spec: {type: mock}
+"#
+    .to_owned()
+        + &identity()
 }
 
 /// The Service `team/app` (no Policy), its MachineToken and the token Secret holding

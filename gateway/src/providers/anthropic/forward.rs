@@ -36,19 +36,32 @@ pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body
 
     if translated.stream {
         let translator = StreamTranslator::new(&translated.model, translated.include_usage);
-        let mut response = Response::new(Translate::new(body, translator).boxed_unsync());
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(response);
+        return Ok(event_stream(body, translator));
     }
 
-    let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
+    let bytes = read_answer(body).await?;
+    Ok(json_response(translate_response(&bytes, &translated.model)?))
+}
+
+/// The client's streamed answer: the upstream's SSE translated event by event by `translator`.
+pub(super) fn event_stream<T: Translator + Unpin + Send + 'static>(
+    body: Relay<Incoming>,
+    translator: T,
+) -> Response<Body> {
+    let mut response = Response::new(Translate::new(body, translator).boxed_unsync());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A whole, non-streamed answer, up to [`MAX_RESPONSE_BYTES`].
+pub(super) async fn read_answer(body: Relay<Incoming>) -> Result<Bytes, GatewayError> {
+    Ok(Limited::new(body, MAX_RESPONSE_BYTES)
         .collect()
         .await
         .map_err(|e| GatewayError::UpstreamUnavailable(format!("the answer could not be read: {e}")))?
-        .to_bytes();
-    Ok(json_response(translate_response(&bytes, &translated.model)?))
+        .to_bytes())
 }
 
 /// The client's answer to an Anthropic error response: the mapped status and OpenAI-shaped

@@ -7,13 +7,8 @@
 use serde_json::{Map, Value, json};
 
 use super::request::{invalid, unsupported};
+use super::turns::{self, Turns};
 use crate::error::GatewayError;
-
-/// One Anthropic turn being assembled.
-struct Turn {
-    role: &'static str,
-    blocks: Vec<Value>,
-}
 
 /// `messages` → (`system`, Anthropic `messages`).
 pub(super) fn translate_messages(req: &Map<String, Value>) -> Result<(Option<Value>, Vec<Value>), GatewayError> {
@@ -24,7 +19,7 @@ pub(super) fn translate_messages(req: &Map<String, Value>) -> Result<(Option<Val
         Some(_) => return Err(invalid("`messages` must be an array")),
     };
     let mut system: Vec<Value> = Vec::new();
-    let mut turns: Vec<Turn> = Vec::new();
+    let mut turns = Turns::default();
     for (i, message) in messages.iter().enumerate() {
         let at = |field: &str| format!("messages[{i}].{field}");
         let role = message
@@ -51,19 +46,12 @@ pub(super) fn translate_messages(req: &Map<String, Value>) -> Result<(Option<Val
             }
         };
         attach_cache_control(message, &mut blocks);
-        if blocks.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some(turn) if turn.role == role => turn.blocks.append(&mut blocks),
-            _ => turns.push(Turn { role, blocks }),
-        }
+        turns.push(role, blocks);
     }
     if turns.is_empty() {
         return Err(invalid("`messages` must contain at least one non-empty user or assistant message"));
     }
-    let messages = turns.into_iter().map(turn_json).collect();
-    Ok((system_json(system), messages))
+    Ok((system_json(system), turns.into_messages()))
 }
 
 /// A message-level `cache_control` marks the end of the message: it goes on its last block.
@@ -73,28 +61,6 @@ fn attach_cache_control(message: &Value, blocks: &mut [Value]) {
     {
         last.insert("cache_control".into(), cache.clone());
     }
-}
-
-fn turn_json(turn: Turn) -> Value {
-    let mut blocks = turn.blocks;
-    // Anthropic wants a user turn's tool results before any other content; merging a tool
-    // message with a following user message keeps OpenAI's order, which already satisfies that,
-    // but a stable partition makes it hold for any order.
-    if turn.role == "user" {
-        let (mut results, rest): (Vec<Value>, Vec<Value>) =
-            blocks.into_iter().partition(|b| b["type"] == "tool_result");
-        results.extend(rest);
-        blocks = results;
-    }
-    // A lone plain text block is sent as a string, the form most Anthropic examples use.
-    if let [Value::Object(b)] = blocks.as_slice()
-        && b.len() == 2
-        && b.get("type").and_then(Value::as_str) == Some("text")
-        && let Some(text) = b.get("text")
-    {
-        return json!({"role": turn.role, "content": text});
-    }
-    json!({"role": turn.role, "content": blocks})
 }
 
 /// Joined text when no block is marked for caching; the blocks themselves otherwise.
@@ -166,16 +132,8 @@ fn content_blocks(content: &Value, at: &str, images: bool) -> Result<Vec<Value>,
 fn image_block(part: &Value, at: &str) -> Result<Value, GatewayError> {
     let url = part.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str);
     let url = url.ok_or_else(|| invalid(format!("`{at}.image_url.url` must be a string")))?;
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (media_type, data) = rest
-            .split_once(";base64,")
-            .ok_or_else(|| invalid(format!("`{at}.image_url.url` must be a base64 data URL or an http(s) URL")))?;
-        return Ok(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}));
-    }
-    if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
-    }
-    Err(invalid(format!("`{at}.image_url.url` must be a base64 data URL or an http(s) URL")))
+    turns::image_block(url)
+        .ok_or_else(|| invalid(format!("`{at}.image_url.url` must be a base64 data URL or an http(s) URL")))
 }
 
 /// An assistant message: its text, then its `tool_calls` as `tool_use` blocks.
@@ -199,17 +157,7 @@ fn assistant_blocks(message: &Value, content: &Value, at: &dyn Fn(&str) -> Strin
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("`{}` is required", field("function.name"))))?;
         let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or_default();
-        // Some clients send "" for a call without arguments.
-        let input: Value = if arguments.trim().is_empty() {
-            json!({})
-        } else {
-            serde_json::from_str(arguments)
-                .map_err(|e| invalid(format!("`{}` is not valid JSON: {e}", field("function.arguments"))))?
-        };
-        if !input.is_object() {
-            return Err(invalid(format!("`{}` must be a JSON object", field("function.arguments"))));
-        }
-        blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        blocks.push(turns::tool_use_block(id, name, arguments, &field("function.arguments")).map_err(invalid)?);
     }
     Ok(blocks)
 }

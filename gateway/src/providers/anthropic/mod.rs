@@ -9,6 +9,8 @@
 //! - [`request`]: OpenAI `chat.completions` request → Anthropic `messages` request.
 //! - [`response`]: Anthropic message → OpenAI `chat.completion`.
 //! - [`stream`]: Anthropic SSE events → OpenAI `chat.completion.chunk` events.
+//! - `sse`: Anthropic's SSE framing, read incrementally; shared by both stream translators.
+//! - `turns` and `tools`: the parts of an Anthropic request both request translations build.
 //! - [`error`]: Anthropic error responses → gateway status and OpenAI-shaped error bodies.
 //! - [`forward`]: the HTTP call around them.
 //! - [`responses`]: the same for OpenAI's Responses API (`POST /v1/responses`).
@@ -19,7 +21,10 @@ mod messages;
 pub mod request;
 pub mod response;
 pub mod responses;
+mod sse;
 pub mod stream;
+mod tools;
+mod turns;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -114,14 +119,40 @@ impl Usage {
     }
 }
 
-/// Anthropic `stop_reason` → OpenAI `finish_reason`. Reasons newer than this code read as
-/// `stop`: the turn did end, and `stop` is the answer clients handle best.
+/// Why an Anthropic turn ended, read once from its `stop_reason` for both OpenAI surfaces
+/// (chat's `finish_reason`, the Responses `status`). Reasons newer than this code read as
+/// [`StopReason::Ended`]: the turn did end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// `end_turn`, `stop_sequence`, `pause_turn` and reasons newer than this code.
+    Ended,
+    /// The output or the context window ran out of tokens.
+    OutOfTokens,
+    /// The model called a tool.
+    ToolUse,
+    /// The model refused.
+    Refusal,
+}
+
+impl StopReason {
+    fn of(stop_reason: &str) -> Self {
+        match stop_reason {
+            "max_tokens" | "model_context_window_exceeded" => Self::OutOfTokens,
+            "tool_use" => Self::ToolUse,
+            "refusal" => Self::Refusal,
+            _ => Self::Ended,
+        }
+    }
+}
+
+/// Anthropic `stop_reason` → OpenAI `finish_reason`; an unknown reason is `stop`, the answer
+/// clients handle best.
 fn finish_reason(stop_reason: &str) -> &'static str {
-    match stop_reason {
-        "max_tokens" | "model_context_window_exceeded" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        _ => "stop",
+    match StopReason::of(stop_reason) {
+        StopReason::OutOfTokens => "length",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::Refusal => "content_filter",
+        StopReason::Ended => "stop",
     }
 }
 

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::messages::translate_messages;
+use super::tools::{disable_parallel_tool_use, function_tool, tool_choice_mode};
 use super::{DEFAULT_MAX_TOKENS, Translated};
 use crate::error::GatewayError;
 
@@ -53,13 +54,7 @@ pub fn translate_request(openai_body: &[u8]) -> Result<Translated, GatewayError>
     out.insert("max_tokens".into(), json!(max_tokens(&req)?));
 
     if let Some(t) = set(&req, "temperature") {
-        let t = t.as_f64().ok_or_else(|| invalid("`temperature` must be a number"))?;
-        if !(0.0..=1.0).contains(&t) {
-            return Err(invalid(format!(
-                "`temperature` must be between 0 and 1 for Anthropic models (got {t}); OpenAI's range is 0 to 2, Anthropic's is 0 to 1"
-            )));
-        }
-        out.insert("temperature".into(), json!(t));
+        out.insert("temperature".into(), json!(temperature(&t).map_err(invalid)?));
     }
     if let Some(p) = set(&req, "top_p") {
         let p = p.as_f64().ok_or_else(|| invalid("`top_p` must be a number"))?;
@@ -90,6 +85,18 @@ pub fn translate_request(openai_body: &[u8]) -> Result<Translated, GatewayError>
     let body = serde_json::to_vec(&Value::Object(out))
         .map_err(|e| invalid(format!("The request could not be translated: {e}")))?;
     Ok(Translated { body: Bytes::from(body), stream, include_usage: stream && include_usage, model })
+}
+
+/// A client's `temperature`, checked against Anthropic's range (shared with the Responses
+/// translation); the error is the message to send.
+pub(super) fn temperature(value: &Value) -> Result<f64, String> {
+    let t = value.as_f64().ok_or("`temperature` must be a number")?;
+    if !(0.0..=1.0).contains(&t) {
+        return Err(format!(
+            "`temperature` must be between 0 and 1 for Anthropic models (got {t}); OpenAI's range is 0 to 2, Anthropic's is 0 to 1"
+        ));
+    }
+    Ok(t)
 }
 
 /// Refuses parameters that would change the answer and that Anthropic cannot honour.
@@ -187,13 +194,7 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("`tools[{i}].function.name` is required")))?;
-        let mut t = Map::new();
-        t.insert("name".into(), json!(name));
-        if let Some(d) = function.get("description").filter(|d| !d.is_null()) {
-            t.insert("description".into(), d.clone());
-        }
-        let schema = function.get("parameters").filter(|p| !p.is_null()).cloned();
-        t.insert("input_schema".into(), schema.unwrap_or_else(|| json!({"type": "object", "properties": {}})));
+        let mut t = function_tool(name, function);
         if let Some(cache) = tool.get("cache_control").filter(|c| !c.is_null()) {
             t.insert("cache_control".into(), cache.clone());
         }
@@ -206,12 +207,10 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
 
     let mut choice = match set(req, "tool_choice") {
         None => None,
-        Some(Value::String(s)) => Some(match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "none" => json!({"type": "none"}),
-            "required" => json!({"type": "any"}),
-            other => return Err(invalid(format!("`tool_choice` `{other}` is not one of auto, none, required"))),
-        }),
+        Some(Value::String(s)) => Some(
+            tool_choice_mode(&s)
+                .ok_or_else(|| invalid(format!("`tool_choice` `{s}` is not one of auto, none, required")))?,
+        ),
         Some(obj) => {
             let name = obj
                 .get("function")
@@ -226,17 +225,7 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
     };
     match set(req, "parallel_tool_calls") {
         None | Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => {
-            // Anthropic says this inside `tool_choice`; `none` takes no options and needs none.
-            if choice.is_none() && has_tools {
-                choice = Some(json!({"type": "auto"}));
-            }
-            if let Some(Value::Object(c)) = choice.as_mut()
-                && c.get("type").and_then(Value::as_str) != Some("none")
-            {
-                c.insert("disable_parallel_tool_use".into(), Value::Bool(true));
-            }
-        }
+        Some(Value::Bool(false)) => disable_parallel_tool_use(&mut choice, has_tools),
         Some(_) => return Err(invalid("`parallel_tool_calls` must be a boolean")),
     }
     if let Some(choice) = choice {

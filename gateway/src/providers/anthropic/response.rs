@@ -9,23 +9,43 @@ use serde_json::{Map, Value, json};
 use super::{RawUsage, Usage, completion_id, finish_reason, now_unix};
 use crate::error::GatewayError;
 
-fn unreadable(what: &str) -> GatewayError {
+/// An answer uprox cannot read is the upstream's failure (a 502), saying `what` is wrong.
+pub(super) fn unreadable(what: &str) -> GatewayError {
     GatewayError::UpstreamUnavailable(format!("Anthropic returned a response uprox could not read ({what})"))
+}
+
+/// A non-streamed Anthropic answer, as both answer translations (this one and
+/// [`super::responses::response`]) read it.
+pub(super) struct Message {
+    /// The message id.
+    pub(super) id: String,
+    /// The content blocks, taken out of `message`.
+    pub(super) blocks: Vec<Value>,
+    /// The rest of the message (`stop_reason`, `usage`, …).
+    pub(super) message: Value,
+}
+
+/// Reads an Anthropic answer: JSON, of type `message`, with an `id` and `content` blocks.
+pub(super) fn read_message(anthropic_body: &[u8]) -> Result<Message, GatewayError> {
+    let mut message: Value = serde_json::from_slice(anthropic_body).map_err(|_| unreadable("not JSON"))?;
+    if message.get("type").and_then(Value::as_str) != Some("message") {
+        return Err(unreadable("not a message"));
+    }
+    let id = message.get("id").and_then(Value::as_str).ok_or_else(|| unreadable("no id"))?.to_owned();
+    let Some(Value::Array(blocks)) = message.get_mut("content").map(Value::take) else {
+        return Err(unreadable("no content"));
+    };
+    Ok(Message { id, blocks, message })
 }
 
 /// Translates an Anthropic message into an OpenAI chat completion; `model` is echoed as the
 /// client asked for it.
 pub fn translate_response(anthropic_body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
-    let message: Value = serde_json::from_slice(anthropic_body).map_err(|_| unreadable("not JSON"))?;
-    if message.get("type").and_then(Value::as_str) != Some("message") {
-        return Err(unreadable("not a message"));
-    }
-    let id = message.get("id").and_then(Value::as_str).ok_or_else(|| unreadable("no id"))?;
-    let blocks = message.get("content").and_then(Value::as_array).ok_or_else(|| unreadable("no content"))?;
+    let Message { id, blocks, message } = read_message(anthropic_body)?;
 
     let mut text: Option<String> = None;
     let mut tool_calls = Vec::new();
-    for block in blocks {
+    for block in &blocks {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
                 text.get_or_insert_default().push_str(block.get("text").and_then(Value::as_str).unwrap_or_default());
@@ -56,7 +76,7 @@ pub fn translate_response(anthropic_body: &[u8], model: &str) -> Result<Bytes, G
     let finish = message.get("stop_reason").and_then(Value::as_str).map(finish_reason);
     let usage = response_usage_of(&message).unwrap_or_default();
     let completion = json!({
-        "id": completion_id(id),
+        "id": completion_id(&id),
         "object": "chat.completion",
         "created": now_unix(),
         "model": model,

@@ -1,7 +1,7 @@
 //! Anthropic SSE stream → OpenAI `chat.completion.chunk` SSE stream. [`StreamTranslator`] is a
-//! push parser: it takes upstream bytes in whatever splits the network delivers, keeps only the
-//! current unfinished line and event (bounded by [`MAX_EVENT_BYTES`]), and returns complete
-//! client events. It does no IO; the caller relays what it returns.
+//! push parser: it takes upstream bytes in whatever splits the network delivers, frames them
+//! into events with `super::sse` (which holds at most [`MAX_EVENT_BYTES`] of an unfinished
+//! event), and returns complete client events. It does no IO; the caller relays what it returns.
 //!
 //! The stream ends in exactly one of three ways: `data: [DONE]` after Anthropic's
 //! `message_stop`; an OpenAI-shaped error event after an upstream `error` event, an unreadable
@@ -12,10 +12,9 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+pub use super::sse::MAX_EVENT_BYTES;
+use super::sse::{self, SseReader, SseTranslator};
 use super::{RawUsage, Usage, completion_id, error, finish_reason, now_unix};
-
-/// The largest upstream event (or line) held while waiting for its end.
-pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// Translates one Anthropic stream into OpenAI chunks.
 #[derive(Debug)]
@@ -24,10 +23,7 @@ pub struct StreamTranslator {
     include_usage: bool,
     created: u64,
     id: Option<String>,
-    /// Bytes of the current, unfinished line.
-    line: Vec<u8>,
-    /// `data:` lines of the current, unfinished event.
-    data: Vec<u8>,
+    sse: SseReader,
     /// Anthropic content block index → OpenAI tool call index, for `tool_use` blocks.
     tools: Vec<(u64, usize)>,
     usage: Option<RawUsage>,
@@ -43,8 +39,7 @@ impl StreamTranslator {
             include_usage,
             created: now_unix(),
             id: None,
-            line: Vec::new(),
-            data: Vec::new(),
+            sse: SseReader::default(),
             tools: Vec::new(),
             usage: None,
             ended: false,
@@ -53,82 +48,18 @@ impl StreamTranslator {
 
     /// Feeds upstream bytes; returns the complete client SSE events they finish, possibly none.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut rest = chunk;
-        while !self.ended && !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    self.line.extend_from_slice(&rest[..end]);
-                    rest = &rest[end + 1..];
-                    let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    self.on_line(&line, &mut out);
-                    // Keep the allocation for the next line.
-                    line.clear();
-                    self.line = line;
-                }
-                None => {
-                    self.line.extend_from_slice(rest);
-                    rest = &[];
-                }
-            }
-            if self.line.len() + self.data.len() > MAX_EVENT_BYTES {
-                self.fail("The upstream provider sent an oversized stream event", &mut out);
-            }
-        }
-        out
+        sse::push(self, chunk)
     }
 
     /// The upstream ended: flushes a last event left without its blank line and returns the
     /// remaining client events, ending the client stream if it has not ended yet.
     pub fn finish(&mut self) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        if !self.ended && !self.line.is_empty() {
-            let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.on_line(&line, &mut out);
-        }
-        if !self.ended {
-            self.dispatch(&mut out);
-        }
-        if !self.ended {
-            self.fail("The upstream provider ended the stream before the response was complete", &mut out);
-        }
-        out
+        sse::finish(self)
     }
 
     /// Usage seen so far, for accounting; `None` until the upstream reports any.
     pub fn usage(&self) -> Option<Usage> {
         self.usage.map(RawUsage::usage)
-    }
-
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<Bytes>) {
-        if line.is_empty() {
-            self.dispatch(out);
-        } else if let Some(value) = line.strip_prefix(b"data:") {
-            if !self.data.is_empty() {
-                self.data.push(b'\n');
-            }
-            self.data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
-        }
-        // `event:` repeats the data's `type`, which is what is read; comments and other fields
-        // carry nothing for us.
-    }
-
-    /// The blank line ending an event: translate the accumulated data.
-    fn dispatch(&mut self, out: &mut Vec<Bytes>) {
-        if self.data.is_empty() {
-            return;
-        }
-        let data = std::mem::take(&mut self.data);
-        match serde_json::from_slice::<Value>(&data) {
-            Ok(event) => self.on_event(&event, out),
-            Err(_) => self.fail("The upstream provider sent an unreadable stream event", out),
-        }
     }
 
     fn on_event(&mut self, event: &Value, out: &mut Vec<Bytes>) {
@@ -223,8 +154,7 @@ impl StreamTranslator {
         let error = json!({"message": message, "type": "api_error", "param": null, "code": "upstream_stream_error"});
         out.push(sse(&json!({"error": error})));
         self.ended = true;
-        self.line = Vec::new();
-        self.data = Vec::new();
+        self.sse.clear();
     }
 
     /// The fields every chunk shares, with `choices`.
@@ -247,6 +177,24 @@ impl StreamTranslator {
             chunk.insert("usage".into(), Value::Null);
         }
         out.push(sse(&Value::Object(chunk)));
+    }
+}
+
+impl SseTranslator for StreamTranslator {
+    fn sse(&mut self) -> &mut SseReader {
+        &mut self.sse
+    }
+
+    fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    fn translate(&mut self, event: &Value, out: &mut Vec<Bytes>) {
+        self.on_event(event, out);
+    }
+
+    fn end_with_error(&mut self, message: &str, out: &mut Vec<Bytes>) {
+        self.fail(message, out);
     }
 }
 

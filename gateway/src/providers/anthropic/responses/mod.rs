@@ -18,16 +18,15 @@ pub mod response;
 pub mod stream;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, header};
-use http_body_util::{BodyExt as _, Limited};
+use http::{Method, Response};
 use serde_json::{Map, Value};
 
 pub use request::translate_request;
 pub use response::translate_response;
 pub use stream::StreamTranslator;
 
-use super::RawUsage;
-use super::forward::{MAX_RESPONSE_BYTES, Translate, error_response, json_response};
+use super::forward::{error_response, event_stream, json_response, read_answer};
+use super::{RawUsage, StopReason};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::providers::responses::{Incomplete, Status, usage_json};
@@ -57,18 +56,9 @@ pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body
         return Ok(error_response(&parts, body).await);
     }
     if stream {
-        let translator = StreamTranslator::new(model, echo);
-        let mut response = Response::new(Translate::new(body, translator).boxed_unsync());
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(response);
+        return Ok(event_stream(body, StreamTranslator::new(model, echo)));
     }
-    let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| GatewayError::UpstreamUnavailable(format!("the answer could not be read: {e}")))?
-        .to_bytes();
+    let bytes = read_answer(body).await?;
     Ok(json_response(translate_response(&bytes, &model, echo)?))
 }
 
@@ -90,10 +80,10 @@ fn call_item_id(tool_use_id: &str) -> String {
 /// The response status for an Anthropic `stop_reason`. Reasons newer than this code read as
 /// completed: the turn did end.
 fn status(stop_reason: Option<&str>) -> Status<'static> {
-    match stop_reason {
-        Some("max_tokens" | "model_context_window_exceeded") => Status::Incomplete(Incomplete::MaxOutputTokens),
-        Some("refusal") => Status::Incomplete(Incomplete::ContentFilter),
-        _ => Status::Completed,
+    match stop_reason.map(StopReason::of) {
+        Some(StopReason::OutOfTokens) => Status::Incomplete(Incomplete::MaxOutputTokens),
+        Some(StopReason::Refusal) => Status::Incomplete(Incomplete::ContentFilter),
+        Some(StopReason::Ended | StopReason::ToolUse) | None => Status::Completed,
     }
 }
 

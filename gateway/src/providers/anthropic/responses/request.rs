@@ -18,6 +18,9 @@ use serde_json::{Map, Value, json};
 use super::Translated;
 use crate::error::GatewayError;
 use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
+use crate::providers::anthropic::request::temperature;
+use crate::providers::anthropic::tools::{disable_parallel_tool_use, function_tool, tool_choice_mode};
+use crate::providers::anthropic::turns::{self, Turns};
 use crate::providers::responses::echo_of;
 
 pub(super) fn invalid(param: &'static str, message: impl Into<String>) -> GatewayError {
@@ -71,15 +74,7 @@ pub fn translate_request(body: &[u8]) -> Result<Translated, GatewayError> {
     };
     out.insert("max_tokens".into(), json!(max_tokens));
     if let Some(t) = set(&req, "temperature") {
-        let t = t.as_f64().ok_or_else(|| invalid("temperature", "`temperature` must be a number"))?;
-        if !(0.0..=1.0).contains(&t) {
-            return Err(invalid(
-                "temperature",
-                format!(
-                    "`temperature` must be between 0 and 1 for Anthropic models (got {t}); OpenAI's range is 0 to 2, Anthropic's is 0 to 1"
-                ),
-            ));
-        }
+        let t = temperature(t).map_err(|message| invalid("temperature", message))?;
         out.insert("temperature".into(), json!(t));
     }
     if let Some(p) = set(&req, "top_p") {
@@ -159,28 +154,12 @@ fn refuse_unsupported(req: &Map<String, Value>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// One Anthropic turn being assembled.
-struct Turn {
-    role: &'static str,
-    blocks: Vec<Value>,
-}
-
-fn push_turn(turns: &mut Vec<Turn>, role: &'static str, mut blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    match turns.last_mut() {
-        Some(turn) if turn.role == role => turn.blocks.append(&mut blocks),
-        _ => turns.push(Turn { role, blocks }),
-    }
-}
-
 /// `input` → Anthropic `messages`; system and developer text goes to `system`.
 fn translate_input(req: &Map<String, Value>, system: &mut Vec<String>) -> Result<Vec<Value>, GatewayError> {
-    let mut turns: Vec<Turn> = Vec::new();
+    let mut turns = Turns::default();
     match req.get("input") {
         None | Some(Value::Null) => return Err(GatewayError::MissingField("input")),
-        Some(Value::String(s)) => push_turn(&mut turns, "user", text_block(s).into_iter().collect()),
+        Some(Value::String(s)) => turns.push("user", text_block(s).into_iter().collect()),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 translate_item(item, i, system, &mut turns)?;
@@ -191,10 +170,10 @@ fn translate_input(req: &Map<String, Value>, system: &mut Vec<String>) -> Result
     if turns.is_empty() {
         return Err(invalid("input", "`input` must contain at least one non-empty user or assistant message"));
     }
-    Ok(turns.into_iter().map(turn_json).collect())
+    Ok(turns.into_messages())
 }
 
-fn translate_item(item: &Value, i: usize, system: &mut Vec<String>, turns: &mut Vec<Turn>) -> Result<(), GatewayError> {
+fn translate_item(item: &Value, i: usize, system: &mut Vec<String>, turns: &mut Turns) -> Result<(), GatewayError> {
     let role = item.get("role").and_then(Value::as_str);
     let kind = item.get("type").and_then(Value::as_str).or(role.map(|_| "message"));
     match kind {
@@ -209,8 +188,8 @@ fn translate_item(item: &Value, i: usize, system: &mut Vec<String>, turns: &mut 
                         }
                     }
                 }
-                Some("user") => push_turn(turns, "user", content_blocks(content, &at, true)?),
-                Some("assistant") => push_turn(turns, "assistant", content_blocks(content, &at, false)?),
+                Some("user") => turns.push("user", content_blocks(content, &at, true)?),
+                Some("assistant") => turns.push("assistant", content_blocks(content, &at, false)?),
                 other => {
                     return Err(invalid(
                         "input",
@@ -230,21 +209,9 @@ fn translate_item(item: &Value, i: usize, system: &mut Vec<String>, turns: &mut 
             };
             let (call_id, name) = (field("call_id")?, field("name")?);
             let arguments = item.get("arguments").and_then(Value::as_str).unwrap_or_default();
-            // Some clients send "" for a call without arguments.
-            let input: Value = if arguments.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str(arguments)
-                    .map_err(|e| invalid("input", format!("`input[{i}].arguments` is not valid JSON: {e}")))?
-            };
-            if !input.is_object() {
-                return Err(invalid("input", format!("`input[{i}].arguments` must be a JSON object")));
-            }
-            push_turn(
-                turns,
-                "assistant",
-                vec![json!({"type": "tool_use", "id": call_id, "name": name, "input": input})],
-            );
+            let block = turns::tool_use_block(call_id, name, arguments, &format!("input[{i}].arguments"))
+                .map_err(|message| invalid("input", message))?;
+            turns.push("assistant", vec![block]);
         }
         Some("function_call_output") => {
             let call_id = item
@@ -262,7 +229,7 @@ fn translate_item(item: &Value, i: usize, system: &mut Vec<String>, turns: &mut 
                     ));
                 }
             };
-            push_turn(turns, "user", vec![json!({"type": "tool_result", "tool_use_id": call_id, "content": content})]);
+            turns.push("user", vec![json!({"type": "tool_result", "tool_use_id": call_id, "content": content})]);
         }
         Some(other) => {
             return Err(invalid(
@@ -275,26 +242,6 @@ fn translate_item(item: &Value, i: usize, system: &mut Vec<String>, turns: &mut 
         None => return Err(invalid("input", format!("`input[{i}]` must have a `type` or a `role`"))),
     }
     Ok(())
-}
-
-fn turn_json(turn: Turn) -> Value {
-    let mut blocks = turn.blocks;
-    // Anthropic wants a user turn's tool results before any other content.
-    if turn.role == "user" {
-        let (mut results, rest): (Vec<Value>, Vec<Value>) =
-            blocks.into_iter().partition(|b| b["type"] == "tool_result");
-        results.extend(rest);
-        blocks = results;
-    }
-    // A lone text block is sent as a string, the form most Anthropic examples use.
-    if let [Value::Object(b)] = blocks.as_slice()
-        && b.len() == 2
-        && b.get("type").and_then(Value::as_str) == Some("text")
-        && let Some(text) = b.get("text")
-    {
-        return json!({"role": turn.role, "content": text});
-    }
-    json!({"role": turn.role, "content": blocks})
 }
 
 /// A text block; none for empty text, which Anthropic rejects and which carries nothing.
@@ -346,14 +293,7 @@ fn image_block(part: &Value, at: &str) -> Result<Value, GatewayError> {
         ));
     }
     let url = part.get("image_url").and_then(Value::as_str).ok_or_else(bad)?;
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (media_type, data) = rest.split_once(";base64,").ok_or_else(bad)?;
-        return Ok(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}));
-    }
-    if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
-    }
-    Err(bad())
+    turns::image_block(url).ok_or_else(bad)
 }
 
 /// `tools`, `tool_choice` and `parallel_tool_calls`.
@@ -381,14 +321,7 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("tools", format!("`tools[{i}].name` is required")))?;
-        let mut t = Map::new();
-        t.insert("name".into(), json!(name));
-        if let Some(d) = tool.get("description").filter(|d| !d.is_null()) {
-            t.insert("description".into(), d.clone());
-        }
-        let schema = tool.get("parameters").filter(|p| !p.is_null()).cloned();
-        t.insert("input_schema".into(), schema.unwrap_or_else(|| json!({"type": "object", "properties": {}})));
-        translated.push(Value::Object(t));
+        translated.push(Value::Object(function_tool(name, tool)));
     }
     let has_tools = !translated.is_empty();
     if has_tools {
@@ -397,17 +330,9 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
 
     let mut choice = match set(req, "tool_choice") {
         None => None,
-        Some(Value::String(s)) => Some(match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "none" => json!({"type": "none"}),
-            "required" => json!({"type": "any"}),
-            other => {
-                return Err(invalid(
-                    "tool_choice",
-                    format!("`tool_choice` `{other}` is not one of auto, none, required"),
-                ));
-            }
-        }),
+        Some(Value::String(s)) => Some(tool_choice_mode(s).ok_or_else(|| {
+            invalid("tool_choice", format!("`tool_choice` `{s}` is not one of auto, none, required"))
+        })?),
         Some(obj) => {
             let name = obj
                 .get("name")
@@ -424,17 +349,7 @@ fn translate_tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Re
     };
     match set(req, "parallel_tool_calls") {
         None | Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => {
-            // Anthropic says this inside `tool_choice`; `none` takes no options and needs none.
-            if choice.is_none() && has_tools {
-                choice = Some(json!({"type": "auto"}));
-            }
-            if let Some(Value::Object(c)) = choice.as_mut()
-                && c.get("type").and_then(Value::as_str) != Some("none")
-            {
-                c.insert("disable_parallel_tool_use".into(), Value::Bool(true));
-            }
-        }
+        Some(Value::Bool(false)) => disable_parallel_tool_use(&mut choice, has_tools),
         Some(_) => return Err(invalid("parallel_tool_calls", "`parallel_tool_calls` must be a boolean")),
     }
     if let Some(choice) = choice {

@@ -8,22 +8,15 @@ use serde_json::{Map, Value, json};
 
 use super::{call_item_id, message_item_id, response_id, status, usage};
 use crate::error::GatewayError;
+use crate::providers::anthropic::response::{Message, read_message, unreadable};
 use crate::providers::anthropic::{RawUsage, now_unix};
 use crate::providers::responses::{Envelope, function_call_item, message_item};
-
-fn unreadable(what: &str) -> GatewayError {
-    GatewayError::UpstreamUnavailable(format!("Anthropic returned a response uprox could not read ({what})"))
-}
 
 /// Translates an Anthropic message into a `response` object; `model` is echoed as the client
 /// asked for it, with the request's `echo`ed settings.
 pub fn translate_response(anthropic_body: &[u8], model: &str, echo: Map<String, Value>) -> Result<Bytes, GatewayError> {
-    let message: Value = serde_json::from_slice(anthropic_body).map_err(|_| unreadable("not JSON"))?;
-    if message.get("type").and_then(Value::as_str) != Some("message") {
-        return Err(unreadable("not a message"));
-    }
-    let id = message.get("id").and_then(Value::as_str).ok_or_else(|| unreadable("no id"))?;
-    let blocks = message.get("content").and_then(Value::as_array).ok_or_else(|| unreadable("no content"))?;
+    let Message { id, blocks, message } = read_message(anthropic_body)?;
+    let id = id.as_str();
 
     let mut output = Vec::with_capacity(blocks.len());
     for (index, block) in blocks.iter().enumerate() {

@@ -1,8 +1,8 @@
 //! Anthropic SSE stream → Responses SSE stream. [`StreamTranslator`] is a push parser like the
-//! chat one: it takes upstream bytes in whatever splits the network delivers, keeps only the
-//! current unfinished line and event (bounded by [`MAX_EVENT_BYTES`]) plus the text of the
-//! answer (which the `…done` events and the final `response` repeat), and returns complete
-//! client events. It does no IO.
+//! chat one: it takes upstream bytes in whatever splits the network delivers, frames them into
+//! events with the shared `anthropic::sse` reader (which holds at most
+//! [`MAX_EVENT_BYTES`] of an unfinished event), keeps the text of the answer (which the `…done`
+//! events and the final `response` repeat), and returns complete client events. It does no IO.
 //!
 //! `message_start` opens the response (`response.created`, `response.in_progress`); a text
 //! block is a message item (`output_item.added`, `content_part.added`, `output_text.delta`…,
@@ -19,11 +19,10 @@ use serde_json::{Map, Value};
 
 use super::{call_item_id, message_item_id, response_id, status, usage};
 use crate::providers::anthropic::forward::Translator;
+pub use crate::providers::anthropic::sse::MAX_EVENT_BYTES;
+use crate::providers::anthropic::sse::{self, SseReader, SseTranslator};
 use crate::providers::anthropic::{RawUsage, Usage, error, now_unix};
 use crate::providers::responses::{Envelope, Events, Status};
-
-/// The largest upstream event (or line) held while waiting for its end.
-pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// A content block being streamed.
 #[derive(Debug)]
@@ -59,10 +58,7 @@ pub struct StreamTranslator {
     envelope: Option<Envelope>,
     message_id: String,
     events: Events,
-    /// Bytes of the current, unfinished line.
-    line: Vec<u8>,
-    /// `data:` lines of the current, unfinished event.
-    data: Vec<u8>,
+    sse: SseReader,
     open: Vec<Open>,
     next_output_index: usize,
     /// Finished output items with their output index.
@@ -83,8 +79,7 @@ impl StreamTranslator {
             envelope: None,
             message_id: String::new(),
             events: Events::default(),
-            line: Vec::new(),
-            data: Vec::new(),
+            sse: SseReader::default(),
             open: Vec::new(),
             next_output_index: 0,
             output: Vec::new(),
@@ -96,83 +91,18 @@ impl StreamTranslator {
 
     /// Feeds upstream bytes; returns the complete client events they finish, possibly none.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut rest = chunk;
-        while !self.ended && !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    self.line.extend_from_slice(&rest[..end]);
-                    rest = &rest[end + 1..];
-                    let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    self.on_line(&line, &mut out);
-                    line.clear();
-                    self.line = line;
-                }
-                None => {
-                    self.line.extend_from_slice(rest);
-                    rest = &[];
-                }
-            }
-            if self.line.len() + self.data.len() > MAX_EVENT_BYTES {
-                self.fail("server_error", "The upstream provider sent an oversized stream event", &mut out);
-            }
-        }
-        out
+        sse::push(self, chunk)
     }
 
     /// The upstream ended: flushes a last event left without its blank line and returns the
     /// remaining client events, ending the client stream if it has not ended yet.
     pub fn finish(&mut self) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        if !self.ended && !self.line.is_empty() {
-            let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.on_line(&line, &mut out);
-        }
-        if !self.ended {
-            self.dispatch(&mut out);
-        }
-        if !self.ended {
-            self.fail(
-                "server_error",
-                "The upstream provider ended the stream before the response was complete",
-                &mut out,
-            );
-        }
-        out
+        sse::finish(self)
     }
 
     /// Usage seen so far, for accounting; `None` until the upstream reports any.
     pub fn usage(&self) -> Option<Usage> {
         self.usage.map(RawUsage::usage)
-    }
-
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<Bytes>) {
-        if line.is_empty() {
-            self.dispatch(out);
-        } else if let Some(value) = line.strip_prefix(b"data:") {
-            if !self.data.is_empty() {
-                self.data.push(b'\n');
-            }
-            self.data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
-        }
-        // `event:` repeats the data's `type`; comments and other fields carry nothing for us.
-    }
-
-    fn dispatch(&mut self, out: &mut Vec<Bytes>) {
-        if self.data.is_empty() {
-            return;
-        }
-        let data = std::mem::take(&mut self.data);
-        match serde_json::from_slice::<Value>(&data) {
-            Ok(event) => self.on_event(&event, out),
-            Err(_) => self.fail("server_error", "The upstream provider sent an unreadable stream event", out),
-        }
     }
 
     fn on_event(&mut self, event: &Value, out: &mut Vec<Bytes>) {
@@ -331,8 +261,25 @@ impl StreamTranslator {
             }
         }
         self.ended = true;
-        self.line = Vec::new();
-        self.data = Vec::new();
+        self.sse.clear();
+    }
+}
+
+impl SseTranslator for StreamTranslator {
+    fn sse(&mut self) -> &mut SseReader {
+        &mut self.sse
+    }
+
+    fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    fn translate(&mut self, event: &Value, out: &mut Vec<Bytes>) {
+        self.on_event(event, out);
+    }
+
+    fn end_with_error(&mut self, message: &str, out: &mut Vec<Bytes>) {
+        self.fail("server_error", message, out);
     }
 }
 
