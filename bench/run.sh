@@ -18,6 +18,9 @@
 #   BENCH_TARGETS     which targets to run (default "direct nginx uprox")
 #   BENCH_MODES       which bodies (default "json sse")
 #   BENCH_CONNS       which connection counts (default "1 64")
+#   BENCH_POLICY      "full" (default): the Service has a Policy with allowlists, scopes and
+#                     rate limits too high to trigger, so the whole policy path runs;
+#                     "auth": no Policy, token auth only (to compare the policy path's cost)
 #   CARGO_TARGET_DIR  where cargo builds (default target/)
 set -euo pipefail
 
@@ -25,6 +28,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 DURATION=${BENCH_DURATION:-10s}
+case ${BENCH_POLICY:-full} in
+    full) SERVICE_POLICIES="[bench]" ;;
+    auth) SERVICE_POLICIES="[]" ;;
+    *) printf '[bench] ERROR: BENCH_POLICY must be full or auth\n' >&2; exit 1 ;;
+esac
 MODEL=${BENCH_MODEL:-gpt-4o-mini}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [[ $TARGET_DIR == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
@@ -233,7 +241,7 @@ spec:
 apiVersion: uprox.dev/v1alpha1
 kind: Service
 metadata: {name: bench, namespace: bench}
-spec: {policies: [bench], cacheTtlSeconds: 0}
+spec: {policies: $SERVICE_POLICIES, cacheTtlSeconds: 0}
 ---
 apiVersion: uprox.dev/v1alpha1
 kind: Budget
@@ -381,7 +389,7 @@ done
 # ---------------------------------------------------------------------------------------------
 ms() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
-added_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", (a - b) / 1000 }'; }
+added_ms() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == "") printf "n/a"; else printf "%+.3f", (a - b) / 1000 }'; }
 
 mkdir -p "$RESULTS_DIR"
 TABLE="$WORK/table.txt"
@@ -401,10 +409,10 @@ TABLE="$WORK/table.txt"
                 extra=("" "" "" "")
                 if [[ $target == uprox ]]; then
                     extra=(
-                        "$(ratio "${RPS[$key]}" "${RPS[nginx/$mode/$conns]}")"
-                        "$(ratio "${RPS[$key]}" "${RPS[direct/$mode/$conns]}")"
-                        "$(added_ms "${P50[$key]}" "${P50[nginx/$mode/$conns]}")"
-                        "$(added_ms "${P50[$key]}" "${P50[direct/$mode/$conns]}")"
+                        "$(ratio "${RPS[$key]}" "${RPS[nginx/$mode/$conns]:-}")"
+                        "$(ratio "${RPS[$key]}" "${RPS[direct/$mode/$conns]:-}")"
+                        "$(added_ms "${P50[$key]}" "${P50[nginx/$mode/$conns]:-}")"
+                        "$(added_ms "${P50[$key]}" "${P50[direct/$mode/$conns]:-}")"
                     )
                 fi
                 printf '%-7s %-5s %5s %11.1f %9s %9s %12s %13s %15s %16s\n' \

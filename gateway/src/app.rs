@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
+use crate::limits::Registry;
 use crate::models_cache::ModelsCache;
 use crate::request_id::RequestIds;
 use crate::snapshot::Snapshot;
@@ -58,6 +59,8 @@ pub struct Gateway {
     pub files: crate::files::FilesState,
     /// Upstream model listings, shared by every request and thread.
     pub models: ModelsCache,
+    /// Rate-limit state, kept across snapshots (see `limits`).
+    pub limits: Registry,
 }
 
 impl Gateway {
@@ -72,6 +75,7 @@ impl Gateway {
             settings,
             request_ids: RequestIds::new(),
             files: crate::files::FilesState::new(),
+            limits: Registry::default(),
         })
     }
 
@@ -80,8 +84,10 @@ impl Gateway {
         self.clients.get_or(|| upstream::client(self.settings.connect_timeout, Duration::from_secs(90)))
     }
 
-    /// Swaps in a new snapshot. In-flight requests keep the one they started with.
-    pub fn install(&self, snapshot: Snapshot) {
+    /// Swaps in a new snapshot. In-flight requests keep the one they started with. Rate limiters
+    /// of unchanged limits carry over from the previous snapshot.
+    pub fn install(&self, mut snapshot: Snapshot) {
+        snapshot.attach_limits(&self.limits);
         self.snapshot.store(Some(Arc::new(snapshot)));
     }
 

@@ -84,6 +84,9 @@ pub enum GatewayError {
     /// The file ownership store could not be written.
     #[error("The gateway could not record the file's owner ({0}); retry shortly")]
     OwnershipUnavailable(String),
+    /// A rate limit of one of the caller's Policies refused the request.
+    #[error("{0}")]
+    RateLimited(Box<crate::limits::Refusal>),
 }
 
 /// The `error` object of an OpenAI error body.
@@ -147,6 +150,9 @@ impl GatewayError {
             E::OwnershipUnavailable(_) => {
                 s(StatusCode::SERVICE_UNAVAILABLE, "api_error", None, Some("file_owners_unavailable"))
             }
+            E::RateLimited(_) => {
+                s(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", None, Some("rate_limit_exceeded"))
+            }
         }
     }
 
@@ -164,7 +170,11 @@ impl GatewayError {
     pub fn retryable(&self) -> bool {
         use GatewayError as E;
         match self {
-            E::UpstreamUnavailable(_) | E::UpstreamTimeout(_) | E::NotReady | E::OwnershipUnavailable(_) => true,
+            E::UpstreamUnavailable(_)
+            | E::UpstreamTimeout(_)
+            | E::NotReady
+            | E::OwnershipUnavailable(_)
+            | E::RateLimited(_) => true,
             E::MissingCredential
             | E::InvalidCredential
             | E::Forbidden(_)
@@ -203,6 +213,10 @@ impl GatewayError {
         }
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let GatewayError::RateLimited(refusal) = &self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(crate::limits::retry_secs(refusal.retry_after)));
+            refusal.headers.write(headers);
         }
         response
     }
@@ -273,6 +287,13 @@ mod tests {
             GatewayError::NotReady,
             GatewayError::FileNotFound("file-x".into()),
             GatewayError::OwnershipUnavailable("down".into()),
+            GatewayError::RateLimited(Box::new(crate::limits::Refusal {
+                kind: crate::limits::LimitKind::Requests,
+                policy: uprox_crds::common::ObjectId::new("team", "fast"),
+                limit: 5,
+                retry_after: std::time::Duration::from_millis(1500),
+                headers: crate::limits::RateHeaders::default(),
+            })),
         ];
         for e in &all {
             let v = json(e);
@@ -305,6 +326,32 @@ mod tests {
             GatewayError::MethodNotAllowed { method: "GET".into(), path: "/v1/chat/completions".into(), allow: "POST" }
                 .into_response();
         assert_eq!(r.headers()[header::ALLOW], "POST");
+    }
+
+    #[test]
+    fn rate_limited_names_the_limit_and_policy_and_says_when_to_retry() {
+        let refusal = crate::limits::Refusal {
+            kind: crate::limits::LimitKind::Tokens,
+            policy: uprox_crds::common::ObjectId::new("team", "fast"),
+            limit: 1000,
+            retry_after: std::time::Duration::from_millis(2500),
+            headers: crate::limits::RateHeaders {
+                requests: None,
+                tokens: Some((1000, 0, std::time::Duration::from_secs(61))),
+            },
+        };
+        let e = GatewayError::RateLimited(Box::new(refusal));
+        let v = json(&e);
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("tokens per minute") && message.contains("team/fast"), "{message}");
+        let r = e.into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "1000");
+        assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "0");
+        assert_eq!(r.headers()["x-ratelimit-reset-tokens"], "1m1s");
     }
 
     #[test]

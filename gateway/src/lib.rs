@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod error;
 pub mod files;
 pub mod handlers;
+pub mod limits;
 pub mod models_cache;
 pub mod policy;
 pub mod providers;

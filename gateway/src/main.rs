@@ -37,6 +37,11 @@ struct Args {
     /// pod's own namespace, else `uprox-system`.
     #[arg(long, env = "UPROX_NAMESPACE")]
     namespace: Option<String>,
+    /// Cluster mode: the gateway's own Kubernetes Service. Its ready EndpointSlice endpoints
+    /// are the replicas that share every rate limit (each enforces `ceil(limit / replicas)`).
+    /// Default: none (each replica enforces the whole limit).
+    #[arg(long, env = "UPROX_PEERS_SERVICE")]
+    peers_service: Option<String>,
     /// Standalone mode: folder of manifests to serve (uprox.dev resources and v1 Secrets),
     /// watched for changes.
     #[arg(long, env = "UPROX_CONFIG", default_value = "config/samples")]
@@ -202,10 +207,19 @@ async fn start_cluster(args: &Args, gateway: &Arc<Gateway>) -> Started {
     // Who uploaded which file: one ConfigMap per Service in this namespace, watched.
     let owners = files::cluster::ConfigMapOwners::new(client.clone(), &namespace);
     let _ = gateway.files.set_owners(owners.clone());
+    let peers = args.peers_service.clone().map(|service| {
+        tracing::info!("rate limits are shared by the ready endpoints of Service {namespace}/{service}");
+        cluster::peers::watch(gateway.clone(), client.clone(), namespace.clone(), service)
+    });
     let config = cluster::watch(gateway.clone(), client, namespace);
     Some((
         Box::pin(async move {
-            tokio::join!(config, owners.run());
+            let peers = async move {
+                if let Some(peers) = peers {
+                    peers.await;
+                }
+            };
+            tokio::join!(config, owners.run(), peers);
         }),
         description,
     ))

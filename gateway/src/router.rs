@@ -6,7 +6,9 @@
 //! 4. **Snapshot** — take one `Arc<Snapshot>` for the whole request (503 before the first load).
 //! 5. **Authentication** — token digest lookup, expiry, fail-closed denials.
 //! 6. **Scope** — the endpoint's scope against the token and its Policies.
-//! 7. **Handler** — body, model routing, allowlists, upstream, relay.
+//! 7. **Rate limits** — every attached Policy's (429 with `retry-after`); the admission, with
+//!    its concurrency slots, lives in the response body until it ends.
+//! 8. **Handler** — body, model routing, allowlists, upstream, relay.
 //!
 //! Errors are OpenAI-shaped, except on the Anthropic Messages routes (`/v1/messages…`), whose
 //! clients expect Anthropic's error shape.
@@ -23,6 +25,7 @@ use crate::auth::{self, Caller};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::handlers;
+use crate::limits;
 use crate::policy;
 use crate::request_id;
 use crate::snapshot::Snapshot;
@@ -137,6 +140,11 @@ impl Endpoint {
         }
     }
 
+    /// Whether its answers report model-token usage that tokens-per-minute limits charge.
+    fn metered(self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages | Endpoint::Responses)
+    }
+
     /// Whether `method` is allowed besides the endpoint's main one.
     fn also_allows(self, method: &Method) -> bool {
         (matches!(self, Endpoint::StoredResponse | Endpoint::File) && method == Method::DELETE)
@@ -215,8 +223,14 @@ async fn dispatch(
     if let Some(scope) = endpoint.scope() {
         policy::check_scope(&snapshot, &caller, scope)?;
     }
+    // Rate limits: checked after the scope (a refused scope costs nothing), held until the
+    // response body ends.
+    let admission = match &caller.token.limits {
+        Some(set) => Some(limits::admit(set).map_err(GatewayError::RateLimited)?),
+        None => None,
+    };
     let ctx = Context { gateway, snapshot: &snapshot, caller, request_id };
-    match endpoint {
+    let response = match endpoint {
         Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment).await,
         Endpoint::Embeddings => handlers::embeddings::create(&ctx, request, deployment).await,
         Endpoint::Models => Ok(handlers::models::list(&ctx).await),
@@ -231,7 +245,11 @@ async fn dispatch(
         Endpoint::Healthz | Endpoint::Readyz => {
             Err(GatewayError::NotFound { method: method.to_string(), path: path.to_owned() })
         }
-    }
+    }?;
+    Ok(match admission {
+        Some(admission) => limits::respond(response, admission, endpoint.metered()),
+        None => response,
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! watch anything; config sources hand it values.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Uri;
@@ -15,6 +16,8 @@ use http::{HeaderName, HeaderValue};
 use uprox_crds::common::{ObjectId, Scope};
 use uprox_crds::config::{CONFIG_VERSION, GatewayConfig, KeyMaterial, PolicyConfig, ProviderConfig};
 use uprox_crds::provider::ProviderType;
+
+use crate::limits::{LimitSet, Registry, Subject};
 
 /// Why a config was refused. The last good snapshot keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,11 @@ pub struct TokenEntry {
     pub scopes: Vec<Scope>,
     /// Indices into [`Snapshot::policies`]: the Service's, then the token's.
     pub policies: Box<[usize]>,
+    /// How many of [`policies`](Self::policies) are the Service's.
+    pub service_policies: usize,
+    /// The rate limiters that apply (see `limits`), set when the snapshot is installed; `None`
+    /// when no attached Policy sets a limit.
+    pub limits: Option<Arc<LimitSet>>,
     /// Expiry in Unix seconds.
     pub expires_at: Option<i64>,
     /// Fail-closed message.
@@ -213,12 +221,15 @@ impl Snapshot {
                 ))
             })?;
             let mut policies = service_policies[service].clone();
+            let own_start = policies.len();
             policies.extend(lookup_policies(&t.id, &t.policies)?);
             let entry = TokenEntry {
                 id: t.id.clone(),
                 service,
                 scopes: t.scopes.clone(),
                 policies: policies.into(),
+                service_policies: own_start,
+                limits: None,
                 expires_at: t.expires_at,
                 denied: t.denied.clone(),
             };
@@ -227,6 +238,28 @@ impl Snapshot {
             }
         }
         Ok(Self { tokens, services, providers, policies: config.policies.clone() })
+    }
+
+    /// Gives every token the rate limiters of its Policies from `registry`: shared per
+    /// `(Policy, Service)` for the Service's Policies, per `(Policy, token)` for the token's own.
+    /// Limiters whose limits did not change keep their state; the registry forgets the rest.
+    pub fn attach_limits(&mut self, registry: &Registry) {
+        let mut resolver = registry.resolver();
+        for (digest, token) in &mut self.tokens {
+            let service = Subject::Service(self.services[token.service].id.clone());
+            let own = Subject::Token(*digest);
+            let limiters = token
+                .policies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &p)| {
+                    let subject = if i < token.service_policies { &service } else { &own };
+                    resolver.get(&self.policies[p], subject)
+                })
+                .collect();
+            token.limits = LimitSet::new(limiters);
+        }
+        resolver.finish();
     }
 
     /// The token with this digest.

@@ -5,6 +5,10 @@
 //! Writes are skipped when nothing changed: the config by the SHA-256 of its JSON, the keys by
 //! their keyed fingerprint. Both are read back from the objects at start-up, so a restarted
 //! operator does not rewrite (and re-seal) an unchanged config.
+//!
+//! Rotating the master key: delete the Secret `uprox-master-key`. The next pass makes a new
+//! key and seals the provider keys under it; gateways keep serving their last good keys until
+//! they see both the new master key and the keys sealed under it.
 
 use std::collections::BTreeSet;
 
@@ -96,8 +100,15 @@ impl Outputs {
     }
 
     /// Writes what changed: parts, then keys, then the manifest, then removes parts the new
-    /// manifest no longer lists.
+    /// manifest no longer lists. The master key is read first: when it is gone (deleted to
+    /// rotate it) a new one is made, and when it changed the keys are sealed anew under it.
     pub async fn write(&mut self, compiled: &Compiled) -> Result<Written, WriteError> {
+        let master = ensure_master_key(&self.secrets, &self.namespace).await?;
+        if master != self.master {
+            tracing::info!("the master key changed; sealing the provider keys under the new one");
+            self.master = master;
+            self.keys_fingerprint = None;
+        }
         let json = config_json(&compiled.config)?;
         let (manifest, parts) = cluster::config_maps(&self.namespace, &json, self.max_part);
         let digest = manifest.annotations().get(CONFIG_DIGEST_ANNOTATION).cloned();

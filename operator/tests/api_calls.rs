@@ -209,13 +209,22 @@ fn compiled_with_key(value: &str) -> Compiled {
 async fn outputs_are_applied_parts_then_keys_then_manifest_and_only_when_changed() {
     let master = serde_json::to_value(cluster::master_key_secret("gw", &MasterKey::from_bytes([1; 32]))).unwrap();
     let list = json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": []});
-    let opening = vec![ok(master), not_found(), not_found(), ok(list)];
+    let opening = vec![ok(master.clone()), not_found(), not_found(), ok(list)];
     let applied = |kind: &str, name: &str| ok(json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}}));
     let mut replies = opening;
+    // Every write reads the master key first.
+    replies.push(ok(master.clone()));
     replies.push(applied("ConfigMap", "uprox-config-0"));
     replies.push(applied("Secret", cluster::KEYS_SECRET));
     replies.push(applied("ConfigMap", cluster::CONFIG_NAME));
-    // Second write, new key value: only the sealed keys.
+    // Second write, nothing changed: only the master key is read.
+    replies.push(ok(master.clone()));
+    // Third write, new key value: only the sealed keys.
+    replies.push(ok(master.clone()));
+    replies.push(applied("Secret", cluster::KEYS_SECRET));
+    // Fourth write, the master key was deleted (rotation): a new one, the keys sealed anew.
+    replies.push(not_found());
+    replies.push((StatusCode::CREATED, secret_json("uprox-master-key")));
     replies.push(applied("Secret", cluster::KEYS_SECRET));
     let seen = scenario(replies, |client| async move {
         let mut outputs = Outputs::open(client, "gw").await.unwrap();
@@ -225,6 +234,8 @@ async fn outputs_are_applied_parts_then_keys_then_manifest_and_only_when_changed
         assert!(!same.config_changed && !same.keys_changed, "an unchanged config must not be rewritten");
         let rotated = outputs.write(&compiled_with_key("sk-2")).await.unwrap();
         assert!(!rotated.config_changed && rotated.keys_changed);
+        let new_master = outputs.write(&compiled_with_key("sk-2")).await.unwrap();
+        assert!(!new_master.config_changed && new_master.keys_changed, "a new master key re-seals the keys");
     })
     .await;
     let writes: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
@@ -235,6 +246,7 @@ async fn outputs_are_applied_parts_then_keys_then_manifest_and_only_when_changed
             "/api/v1/namespaces/gw/configmaps/uprox-config-0",
             "/api/v1/namespaces/gw/secrets/uprox-provider-keys",
             "/api/v1/namespaces/gw/configmaps/uprox-config",
+            "/api/v1/namespaces/gw/secrets/uprox-provider-keys",
             "/api/v1/namespaces/gw/secrets/uprox-provider-keys",
         ]
     );

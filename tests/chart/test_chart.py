@@ -104,6 +104,7 @@ def test_the_gateway_only_reads_its_namespace(docs):
     rules = rules_of(docs, "Role", "uprox-gateway", "uprox-system")
     assert verbs(rules, "", "configmaps") == {"get", "list", "watch", "create", "patch"}, "file ownership records"
     assert verbs(rules, "", "secrets") == {"get", "list", "watch"}
+    assert verbs(rules, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}, "replicas share limits"
     assert not [d for d in of_kind(docs, "ClusterRoleBinding") if "gateway" in d["metadata"]["name"]]
 
 
@@ -127,6 +128,7 @@ def test_the_gateway_rolls_without_dropping_requests(docs):
     container = gateway["spec"]["template"]["spec"]["containers"][0]
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
     assert "--source=cluster" in container["args"]
+    assert "--peers-service=uprox-gateway" in container["args"], "rate limits shared by the ready replicas"
     assert container["readinessProbe"]["httpGet"]["port"] == "admin", "probes on the admin port"
     service = [d for d in of_kind(docs, "Service") if d["metadata"]["name"] == "uprox-gateway"][0]
     assert service["spec"]["ports"][0]["port"] == 80

@@ -25,6 +25,7 @@
 //! [`assemble`] is the pure half (objects in, snapshot out); [`watch`](watch()) is the IO around it.
 
 pub mod assemble;
+pub mod peers;
 mod watch;
 
 #[cfg(test)]

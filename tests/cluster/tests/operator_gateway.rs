@@ -251,3 +251,37 @@ async fn an_operator_limited_to_some_namespaces_leaves_the_others_alone() {
     let other: MachineToken = cluster.api.get(Some("other"), "app").unwrap();
     assert!(other.status.is_none(), "no status written outside the scope");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_master_key_rotates_it_without_an_outage() {
+    let upstream = Upstream::start().await;
+    let cluster = Cluster::start().await;
+    cluster.apply_yaml(TEAM);
+    cluster.apply_yaml(&format!(
+        "apiVersion: uprox.dev/v1alpha1\nkind: Provider\nmetadata: {{name: openai, namespace: team}}\n\
+         spec: {{type: openai, baseUrl: 'http://{}/v1', models: ['gpt-*'], \
+         keys: [{{label: main, secretRef: {{name: openai-key, key: apiKey}}}}]}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: openai-key, namespace: team}}\ndata: {{apiKey: c2stb25l}}\n",
+        upstream.addr
+    ));
+    let token = issued_token(&cluster).await;
+    cluster.until_status(&token, "gpt-4o", StatusCode::OK, TIMEOUT).await;
+    let old: Secret = cluster.api.get(Some(GATEWAY_NAMESPACE), cluster::MASTER_KEY_SECRET).unwrap();
+    let old_sealed: Secret = cluster.api.get(Some(GATEWAY_NAMESPACE), cluster::KEYS_SECRET).unwrap();
+
+    assert!(cluster.api.remove::<Secret>(Some(GATEWAY_NAMESPACE), cluster::MASTER_KEY_SECRET));
+    // Any change wakes the operator; the gateway serves throughout.
+    cluster.apply_yaml("apiVersion: v1\nkind: Secret\nmetadata: {name: nudge, namespace: team}\n");
+    let (new, took) = Cluster::eventually("a new master key and keys sealed under it", TIMEOUT, || async {
+        let new: Secret = cluster.api.get(Some(GATEWAY_NAMESPACE), cluster::MASTER_KEY_SECRET)?;
+        let sealed: Secret = cluster.api.get(Some(GATEWAY_NAMESPACE), cluster::KEYS_SECRET)?;
+        let key = cluster::read_master_key(&new).ok()?;
+        cluster::read_keys(&sealed, &key).ok()?;
+        (sealed.data != old_sealed.data).then_some(new)
+    })
+    .await;
+    println!("master key deleted → re-sealed: {took:?}");
+    assert_ne!(new.data, old.data);
+    assert_eq!(cluster.chat(&token, "gpt-4o").await.0, StatusCode::OK);
+    assert_eq!(upstream.last_authorization().as_deref(), Some("Bearer sk-one"));
+}
