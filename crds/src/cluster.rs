@@ -255,6 +255,7 @@ mod tests {
                     models: Vec::new(),
                     models_explicit: false,
                     keys: Vec::new(),
+                    prices: Vec::new(),
                 })
                 .collect(),
             ..GatewayConfig::default()

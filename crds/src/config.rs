@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{ObjectId, Pattern, Scope};
+use crate::prices::PriceEntry;
 use crate::provider::ProviderType;
 use crate::secret::SecretString;
 
@@ -67,9 +68,19 @@ pub struct ProviderConfig {
     /// Its keys, highest priority first.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Prices from `spec.prices`, in spec order; they win over the built-in catalog
+    /// ([`crate::prices::lookup`]). Configs written before this field existed read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<PriceEntry>,
 }
 
 impl ProviderConfig {
+    /// The price of `model` through this provider: its `spec.prices`, else the catalog; `None`
+    /// when neither knows it. See [`crate::prices::lookup`].
+    pub fn price<'a>(&'a self, catalog: &'a crate::prices::Catalog, model: &str) -> Option<&'a crate::prices::Price> {
+        crate::prices::lookup(&self.prices, catalog, model).map(|(price, _)| price)
+    }
+
     /// The most specific pattern of this provider that matches `model`.
     pub fn best_match(&self, model: &str) -> Option<usize> {
         self.models.iter().filter(|p| p.matches(model)).map(Pattern::specificity).max()
@@ -208,6 +219,7 @@ mod tests {
             "timeoutSeconds":300,"models":["gpt-*"],"keys":[]}"#;
         let p: ProviderConfig = serde_json::from_str(json).unwrap();
         assert!(!p.models_explicit);
+        assert!(p.prices.is_empty(), "configs from before spec.prices read as unpriced overrides");
         let back = serde_json::to_value(ProviderConfig { models_explicit: true, ..p }).unwrap();
         assert_eq!(back["modelsExplicit"], true);
     }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod crdgen;
 pub mod machine_token;
 pub mod policy;
+pub mod prices;
 pub mod provider;
 pub mod sealed;
 pub mod secret;

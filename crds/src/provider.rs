@@ -135,6 +135,80 @@ pub struct ProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: Option<u32>,
+    /// Prices for models called through this Provider, in USD per million tokens, for models
+    /// the built-in catalog does not know or where your contract differs (negotiated rates,
+    /// fine-tunes, self-hosted models, Azure deployment names). The most specific matching
+    /// `model` wins (exact name, then longest prefix); models matched by no entry here use the
+    /// built-in catalog (longest prefix), and models in neither are counted as unpriced (cost 0).
+    /// An entry replaces the catalog's price for its models entirely.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q.model == p.model))").message("prices: each model pattern may appear only once"))]
+    pub prices: Vec<ModelPrice>,
+}
+
+/// The price of the models matching one pattern, in USD per million tokens written as decimal
+/// strings (`"2.50"`, up to six digits after the point), so they are exact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelPrice {
+    /// The model: an exact name or a prefix ending in `*` (`gpt-4o*`), case-insensitive. For
+    /// Azure, the model name the upstream reports (`gpt-4o-2024-08-06`) or the deployment name.
+    pub model: Pattern,
+    /// USD per million uncached input (prompt) tokens, e.g. `"2.50"`.
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub input_per_m_tok: String,
+    /// USD per million output (completion) tokens, reasoning tokens included, e.g. `"10.00"`.
+    /// `"0"` for embedding models.
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub output_per_m_tok: String,
+    /// USD per million input tokens read from the prompt cache (OpenAI "cached input",
+    /// Anthropic "cache hits"). Unset: billed at `inputPerMTok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub cached_input_per_m_tok: Option<String>,
+    /// USD per million input tokens written to the prompt cache (Anthropic: the 5-minute
+    /// cache, usually 1.25 × input). Unset: billed at `inputPerMTok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub cache_write_per_m_tok: Option<String>,
+    /// USD per million input tokens written to Anthropic's 1-hour cache (usually 2 × input).
+    /// Unset: billed at `cacheWritePerMTok`, else `inputPerMTok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub cache_write1h_per_m_tok: Option<String>,
+    /// Other prices for requests with long prompts, when the provider charges more for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContextPrice>,
+}
+
+/// Prices that apply to every token of a request (output included) whose prompt — uncached
+/// input plus cache reads plus cache writes — is longer than `aboveInputTokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LongContextPrice {
+    /// The tier applies when the prompt has strictly more tokens than this, e.g. `200000`.
+    #[schemars(range(min = 1))]
+    pub above_input_tokens: u64,
+    /// USD per million uncached input tokens in this tier.
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub input_per_m_tok: String,
+    /// USD per million output tokens in this tier.
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub output_per_m_tok: String,
+    /// USD per million cache-read input tokens in this tier. Unset: this tier's input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub cached_input_per_m_tok: Option<String>,
+    /// USD per million 5-minute cache-write tokens in this tier. Unset: this tier's input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub cache_write_per_m_tok: Option<String>,
+    /// USD per million 1-hour cache-write tokens in this tier. Unset: this tier's 5-minute
+    /// cache-write price, else its input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub cache_write1h_per_m_tok: Option<String>,
 }
 
 /// One API key of a Provider.

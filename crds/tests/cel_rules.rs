@@ -74,6 +74,12 @@ fn provider_rules() {
         validate_cel(&provider(serde_json::json!({"type": "openai", "keys": [key, key]}))),
         "labels must be unique",
     );
+    let price = serde_json::json!({"model": "gpt-4o*", "inputPerMTok": "2.50", "outputPerMTok": "10"});
+    validate_cel(&provider(serde_json::json!({"type": "mock", "prices": [price]}))).unwrap();
+    refused(
+        validate_cel(&provider(serde_json::json!({"type": "mock", "prices": [price, price]}))),
+        "each model pattern may appear only once",
+    );
 }
 
 #[test]

@@ -127,6 +127,7 @@ mod tests {
                 models: vec![],
                 models_explicit: false,
                 keys: vec![],
+                prices: vec![],
             },
             keys: vec![],
             chat_url: None,

@@ -398,6 +398,7 @@ mod tests {
             timeout_seconds: 5,
             models: models.iter().map(|m| Pattern::new(*m)).collect(),
             models_explicit: true,
+            prices: Vec::new(),
             keys: keys
                 .iter()
                 .map(|(l, p)| KeyConfig {

@@ -1,5 +1,6 @@
-//! Providers: defaults (base URL, models, timeout), pattern checks, resolving each key from its
-//! Secret into [`KeyMaterial`], key order, and which namespaces may use which Provider.
+//! Providers: defaults (base URL, models, timeout), pattern checks, `spec.prices`, resolving
+//! each key from its Secret into [`KeyMaterial`], key order, and which namespaces may use which
+//! Provider.
 //!
 //! Which Provider a Service routes to for a model is the gateway's decision; this module only
 //! says which Providers a namespace may reach at all.
@@ -9,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::common::{ObjectId, Pattern};
 use crate::conditions::reason;
 use crate::config::{KeyConfig, KeyMaterial, ProviderConfig};
+use crate::prices::{PriceEntry, compile_price};
 use crate::provider::{Provider, ProviderSpec, ProviderType};
 use crate::secret::SecretString;
 
@@ -156,6 +158,8 @@ fn compile_one(
         ));
     }
 
+    let prices = compile_prices(spec, &mut invalid);
+
     let (keys, values) = if ty.needs_key() {
         if spec.keys.is_empty() {
             invalid(format!(
@@ -179,9 +183,35 @@ fn compile_one(
         models,
         models_explicit: !spec.models.is_empty(),
         keys,
+        prices,
     };
     let declared_labels = spec.keys.iter().map(|k| k.label.clone()).collect();
     usable.then(|| (CompiledProvider { config, allowed: spec.allowed_namespaces.clone(), declared_labels }, values))
+}
+
+/// `spec.prices`, compiled. A bad entry makes the Provider unusable rather than leaving its
+/// models silently unpriced (which would let Budgets under-count); every problem is reported.
+fn compile_prices(spec: &ProviderSpec, invalid: &mut impl FnMut(String)) -> Vec<PriceEntry> {
+    let mut seen = BTreeSet::new();
+    let mut prices = Vec::new();
+    for (i, declared) in spec.prices.iter().enumerate() {
+        if !seen.insert(declared.model.as_str().to_ascii_lowercase()) {
+            invalid(format!(
+                "spec.prices[{i}]: model `{}` is priced more than once; keep one entry per pattern",
+                declared.model
+            ));
+            continue;
+        }
+        match compile_price(declared) {
+            Ok(entry) => prices.push(entry),
+            Err(problems) => {
+                for problem in problems {
+                    invalid(format!("spec.prices[{i}] (`{}`): {problem}", declared.model));
+                }
+            }
+        }
+    }
+    prices
 }
 
 /// `spec.baseUrl`, else the type's default, else (Azure) the first key's endpoint; without a

@@ -47,6 +47,7 @@ impl ProviderBuilder {
             models: Vec::new(),
             allowed_namespaces: Vec::new(),
             timeout_seconds: None,
+            prices: Vec::new(),
         };
         Self(Provider { metadata: meta(namespace, name), spec, status: None })
     }
@@ -107,6 +108,26 @@ impl ProviderBuilder {
     }
     pub fn timeout(mut self, seconds: u32) -> Self {
         self.0.spec.timeout_seconds = Some(seconds);
+        self
+    }
+    /// Adds a `spec.prices` entry with input and output prices.
+    pub fn price(mut self, model: &str, input: &str, output: &str) -> Self {
+        self.0.spec.prices.push(crate::provider::ModelPrice {
+            model: Pattern::new(model),
+            input_per_m_tok: input.to_owned(),
+            output_per_m_tok: output.to_owned(),
+            cached_input_per_m_tok: None,
+            cache_write_per_m_tok: None,
+            cache_write1h_per_m_tok: None,
+            long_context: None,
+        });
+        self
+    }
+    /// Edits the last `spec.prices` entry.
+    pub fn with_last_price(mut self, edit: impl FnOnce(&mut crate::provider::ModelPrice)) -> Self {
+        if let Some(price) = self.0.spec.prices.last_mut() {
+            edit(price);
+        }
         self
     }
 }

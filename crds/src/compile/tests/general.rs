@@ -57,6 +57,7 @@ fn happy_path_compiles_to_the_full_config() {
                 models: vec![Pattern::new("claude-*")],
                 models_explicit: false,
                 keys: vec![key("shared/anthropic/main", "main", 0)],
+                prices: vec![],
             },
             ProviderConfig {
                 id: id("team", "mock"),
@@ -67,6 +68,7 @@ fn happy_path_compiles_to_the_full_config() {
                 models: vec![Pattern::new("mock-*")],
                 models_explicit: false,
                 keys: vec![],
+                prices: vec![],
             },
             ProviderConfig {
                 id: id("team", "openai"),
@@ -77,6 +79,7 @@ fn happy_path_compiles_to_the_full_config() {
                 models: ProviderType::Openai.default_models().iter().map(|m| Pattern::new(*m)).collect(),
                 models_explicit: false,
                 keys: vec![key("team/openai/main", "main", 10), key("team/openai/backup", "backup", 0)],
+                prices: vec![],
             },
         ],
         services: vec![ServiceConfig {

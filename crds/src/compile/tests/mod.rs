@@ -8,6 +8,7 @@
 mod budgets;
 mod fixtures;
 mod general;
+mod prices;
 mod providers;
 mod services;
 mod tokens;
