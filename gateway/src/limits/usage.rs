@@ -17,6 +17,11 @@ pub struct Usage {
 
 const CARRY: usize = 48;
 
+/// The searcher for the one needle, built once: building a `memmem` finder per frame costs more
+/// than searching a short SSE frame.
+static TOKENS_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"_tokens\""));
+
 impl Default for Usage {
     fn default() -> Self {
         Self { total: 0, input: 0, output: 0, carry: [0; CARRY], carried: 0 }
@@ -42,7 +47,7 @@ impl Usage {
     }
 
     fn scan_slice(&mut self, data: &[u8]) {
-        for at in memchr::memmem::find_iter(data, b"_tokens\"") {
+        for at in TOKENS_KEY.find_iter(data) {
             let before = &data[..at];
             let slot = if before.ends_with(b"\"total") {
                 &mut self.total
