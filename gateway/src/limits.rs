@@ -21,26 +21,18 @@
 //! change rescales every limiter in place: token buckets and concurrency counters keep their
 //! state; a requests-per-minute limiter whose share changed restarts full.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use uprox_crds::common::ObjectId;
 use uprox_crds::config::PolicyConfig;
-
-use crate::body::{Body, BoxError};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const MINUTE_NS: u64 = 60_000_000_000;
@@ -106,85 +98,6 @@ impl LimitKind {
             LimitKind::Concurrency => "concurrent requests",
         }
     }
-}
-
-/// What the `x-ratelimit-*` headers report: the tightest applicable limits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateHeaders {
-    /// `(limit, remaining, reset)` of requests per minute.
-    pub requests: Option<(u32, u64, Duration)>,
-    /// `(limit, remaining, reset)` of tokens per minute.
-    pub tokens: Option<(u32, u64, Duration)>,
-}
-
-static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-static REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
-static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
-static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
-static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
-
-impl RateHeaders {
-    /// Writes the headers OpenAI sends (`x-ratelimit-limit-requests`, …), replacing any the
-    /// upstream sent: the caller's limits here are uprox's.
-    pub fn write(&self, headers: &mut HeaderMap) {
-        let pairs = [
-            (self.requests, &LIMIT_REQUESTS, &REMAINING_REQUESTS, &RESET_REQUESTS),
-            (self.tokens, &LIMIT_TOKENS, &REMAINING_TOKENS, &RESET_TOKENS),
-        ];
-        for (values, limit, remaining, reset) in pairs {
-            if let Some((l, r, d)) = values {
-                headers.insert(limit, HeaderValue::from(l));
-                headers.insert(remaining, HeaderValue::from(r));
-                if let Ok(v) = HeaderValue::from_str(&format_reset(d)) {
-                    headers.insert(reset, v);
-                }
-            }
-        }
-    }
-}
-
-/// A duration the way OpenAI writes resets: `20ms`, `1s`, `6m0s`.
-pub fn format_reset(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis());
-    }
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    if secs < 60 { format!("{secs}s") } else { format!("{}m{}s", secs / 60, secs % 60) }
-}
-
-/// A refused request: which limit of which Policy, and when to retry.
-#[derive(Debug)]
-pub struct Refusal {
-    /// The limit.
-    pub kind: LimitKind,
-    /// The Policy that set it (in the caller's own namespace).
-    pub policy: ObjectId,
-    /// The limit as configured.
-    pub limit: u32,
-    /// When a retry may succeed.
-    pub retry_after: Duration,
-    /// The headers to send with the refusal.
-    pub headers: RateHeaders,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per = if self.kind == LimitKind::Concurrency { "" } else { " per minute" };
-        write!(
-            f,
-            "Rate limit reached for {} set by Policy {} (limit {}{per}); retry after {}s",
-            self.kind.describe(),
-            self.policy,
-            self.limit,
-            retry_secs(self.retry_after)
-        )
-    }
-}
-
-/// Whole seconds to wait, at least 1.
-pub fn retry_secs(d: Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 type Gcra = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
@@ -444,170 +357,14 @@ pub fn admit(set: &Arc<LimitSet>) -> Result<Admission, Box<Refusal>> {
     Ok(admission)
 }
 
-/// The response with its `x-ratelimit-*` headers, holding the admission (see [`hold`]).
-pub fn respond(response: http::Response<Body>, admission: Admission, metered: bool) -> http::Response<Body> {
-    let (mut parts, body) = response.into_parts();
-    admission.headers.write(&mut parts.headers);
-    http::Response::from_parts(parts, hold(body, admission, metered))
-}
-
-/// Holds the admission for the whole response: concurrency slots are released and the usage
-/// read from the body is charged when the body ends or is dropped. Without a concurrency or
-/// tokens-per-minute limit the body is returned as is.
-pub fn hold(body: Body, admission: Admission, metered: bool) -> Body {
-    use http_body_util::BodyExt as _;
-    if !admission.set.wraps {
-        return body;
-    }
-    let usage = (metered && admission.set.counts_tokens).then(Usage::default);
-    Held { inner: body, admission: Some(admission), usage }.boxed_unsync()
-}
-
-struct Held {
-    inner: Body,
-    admission: Option<Admission>,
-    usage: Option<Usage>,
-}
-
-impl Held {
-    fn finish(&mut self) {
-        if let Some(admission) = self.admission.take()
-            && let Some(tokens) = self.usage.as_ref().map(Usage::tokens).filter(|t| *t > 0)
-        {
-            for limiter in admission.set.limiters.iter() {
-                limiter.charge(tokens);
-            }
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-impl HttpBody for Held {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(usage), Some(data)) = (this.usage.as_mut(), frame.data_ref()) {
-                    usage.scan(data);
-                }
-            }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Every live limiter by `(Policy, subject)`, and the replica count. Locked only when a
-/// snapshot is installed or the replica count changes, never by a request.
-#[derive(Debug)]
-pub struct Registry {
-    limiters: Mutex<HashMap<(ObjectId, Subject), Arc<Limiter>>>,
-    replicas: AtomicU32,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Self { limiters: Mutex::new(HashMap::new()), replicas: AtomicU32::new(1) }
-    }
-}
-
-/// Resolves limiters for one snapshot install: reuses the registry's limiter of a
-/// `(Policy, subject)` whose limits did not change, creates the others.
-pub struct Resolver<'r> {
-    old: HashMap<(ObjectId, Subject), Arc<Limiter>>,
-    next: HashMap<(ObjectId, Subject), Arc<Limiter>>,
-    replicas: u32,
-    registry: &'r Registry,
-}
-
-impl Resolver<'_> {
-    /// The limiter of `policy` for `subject`, or `None` when the Policy sets no limit.
-    pub fn get(&mut self, policy: &PolicyConfig, subject: &Subject) -> Option<Arc<Limiter>> {
-        let limits = Limits::of(policy);
-        if limits.is_empty() {
-            return None;
-        }
-        let key = (policy.id.clone(), subject.clone());
-        if let Some(found) = self.next.get(&key) {
-            return Some(found.clone());
-        }
-        let limiter = match self.old.remove(&key) {
-            Some(kept) if kept.limits == limits => kept,
-            _ => Arc::new(Limiter::new(policy.id.clone(), limits, self.replicas)),
-        };
-        self.next.insert(key, limiter.clone());
-        Some(limiter)
-    }
-
-    /// Makes the resolved limiters the live set; the others are dropped.
-    pub fn finish(self) {
-        let mut live = self.registry.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *live = self.next;
-        // The replica count may have changed while resolving.
-        let replicas = self.registry.replicas();
-        if replicas != self.replicas {
-            for limiter in live.values() {
-                limiter.rescale(replicas);
-            }
-        }
-    }
-}
-
-impl Registry {
-    /// Starts resolving the limiters of a new snapshot.
-    pub fn resolver(&self) -> Resolver<'_> {
-        let old = std::mem::take(&mut *self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        Resolver { old, next: HashMap::new(), replicas: self.replicas(), registry: self }
-    }
-
-    /// Ready replicas sharing the limits.
-    pub fn replicas(&self) -> u32 {
-        self.replicas.load(Ordering::Relaxed)
-    }
-
-    /// Sets the number of ready replicas (at least 1) and rescales every limiter.
-    pub fn set_replicas(&self, replicas: u32) {
-        let replicas = replicas.max(1);
-        let live = self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.replicas.swap(replicas, Ordering::Relaxed) == replicas {
-            return;
-        }
-        for limiter in live.values() {
-            limiter.rescale(replicas);
-        }
-    }
-
-    /// How many limiters are live.
-    pub fn len(&self) -> usize {
-        self.limiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
-    /// Whether no limiter is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
+mod body;
+mod refusal;
+mod registry;
 mod usage;
 
+pub use body::{hold, respond};
+pub use refusal::{RateHeaders, Refusal, format_reset, retry_secs};
+pub use registry::{Registry, Resolver};
 pub use usage::Usage;
 
 #[cfg(test)]

@@ -233,7 +233,7 @@ fn resets_are_written_like_openai() {
     assert_eq!(format_reset(Duration::from_millis(1500)), "2s");
     assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
     assert_eq!(retry_secs(Duration::from_millis(10)), 1);
-    let mut headers = HeaderMap::new();
+    let mut headers = http::HeaderMap::new();
     RateHeaders { requests: Some((60, 59, Duration::from_secs(1))), tokens: None }.write(&mut headers);
     assert_eq!(headers["x-ratelimit-limit-requests"], "60");
     assert_eq!(headers["x-ratelimit-remaining-requests"], "59");
