@@ -15,6 +15,7 @@ import dataclasses
 import os
 import pathlib
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import yaml
@@ -156,27 +157,27 @@ def find_token(stdout: OutputReader, folders: list[pathlib.Path]) -> str | None:
 
 
 @contextlib.contextmanager
-def sample_gateway() -> Iterator[Gateway]:
-    """The gateway on a copy of the samples, stopped on exit; tests/sdk/node runs against it too."""
+def gateway_on(prepare: Callable[[pathlib.Path], None], name: str) -> Iterator[Gateway]:
+    """The gateway binary (standalone) on a config folder that `prepare` fills, stopped on exit.
+    The yielded token is the one of the MachineToken SAMPLE_TOKEN names."""
     binary = gateway_binary()
     if not binary.is_file():
         pytest.fail(f"{binary} does not exist: run `cargo build -p uprox-gateway --bins` (tests/sdk/run.sh does)")
-    with tempfile.TemporaryDirectory(prefix="uprox-sdk-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"uprox-{name}-") as tmp:
         config = pathlib.Path(tmp) / "config"
         state = pathlib.Path(tmp) / "state"
-        shutil.copytree(SAMPLES, config)
-        keep_upstreams_on_loopback(config)
+        prepare(config)
+        config.mkdir(exist_ok=True)
         state.mkdir()
-        env = dict(os.environ, NO_COLOR="1")
         proc = subprocess.Popen(
             [str(binary), "--config", str(config), "--state", str(state), "--listen", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
+            env=dict(os.environ, NO_COLOR="1"),
         )
-        stdout = OutputReader(proc.stdout, "gateway-stdout")
-        stderr = OutputReader(proc.stderr, "gateway-stderr")
+        stdout = OutputReader(proc.stdout, f"{name}-gateway-stdout")
+        stderr = OutputReader(proc.stderr, f"{name}-gateway-stderr")
         try:
             base_url, token = wait_until_ready(proc, stdout, stderr, [state, config])
             yield Gateway(base_url=base_url, token=token, stderr=stderr, stdout=stdout)
@@ -189,6 +190,77 @@ def sample_gateway() -> Iterator[Gateway]:
                 proc.wait(timeout=10)
             stdout.join(5)
             stderr.join(5)
+
+
+@contextlib.contextmanager
+def sample_gateway(extra: dict[str, str] | None = None) -> Iterator[Gateway]:
+    """The gateway on a copy of the samples (plus `extra` files by name), stopped on exit;
+    tests/sdk/node runs against it too."""
+
+    def prepare(config: pathlib.Path) -> None:
+        shutil.copytree(SAMPLES, config)
+        keep_upstreams_on_loopback(config)
+        for file, text in (extra or {}).items():
+            (config / file).write_text(text)
+
+    with gateway_on(prepare, "sdk") as started:
+        yield started
+
+
+def anthropic_documents(anthropic_url: str, token: str, provider_key: str) -> list[dict]:
+    """A config of its own: an `anthropic` Provider for `claude-*` at a fake Anthropic, a `mock`
+    Provider for `mock-*`, and the Service and MachineToken SAMPLE_TOKEN names, holding `token`."""
+    namespace, name = SAMPLE_TOKEN  # so wait_until_ready finds the token
+    meta = lambda n, **extra: {"name": n, "namespace": namespace, **extra}  # noqa: E731
+    return [
+        {
+            "apiVersion": "uprox.dev/v1alpha1",
+            "kind": "Provider",
+            "metadata": meta("claude"),
+            "spec": {
+                "type": "anthropic",
+                "baseUrl": anthropic_url,
+                "models": ["claude-*"],
+                "timeoutSeconds": 10,
+                "keys": [{"label": "main", "secretRef": {"name": "anthropic-key", "key": "apiKey"}}],
+            },
+        },
+        {"apiVersion": "v1", "kind": "Secret", "metadata": meta("anthropic-key"), "stringData": {"apiKey": provider_key}},
+        {
+            "apiVersion": "uprox.dev/v1alpha1",
+            "kind": "Provider",
+            "metadata": meta("mock"),
+            "spec": {"type": "mock", "models": ["mock-*"]},
+        },
+        {"apiVersion": "uprox.dev/v1alpha1", "kind": "Service", "metadata": meta(name), "spec": {}},
+        {
+            "apiVersion": "uprox.dev/v1alpha1",
+            "kind": "MachineToken",
+            "metadata": meta(name),
+            "spec": {"service": name, "secretName": f"{name}-token"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(f"{name}-token", labels={TOKEN_LABEL: name}),
+            "stringData": {"token": token},
+        },
+    ]
+
+
+@contextlib.contextmanager
+def anthropic_gateway_on(anthropic_url: str, provider_key: str, name: str) -> Iterator[Gateway]:
+    """A gateway on `anthropic_documents`, with a fresh token."""
+    token = "uprox_live_" + secrets.token_urlsafe(32)
+    documents = anthropic_documents(anthropic_url, token, provider_key)
+
+    def prepare(config: pathlib.Path) -> None:
+        config.mkdir()
+        (config / "all.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
+
+    with gateway_on(prepare, name) as started:
+        assert started.token == token
+        yield started
 
 
 @pytest.fixture(scope="session")

@@ -8,17 +8,13 @@ session helpers of conftest.py.
 
 from __future__ import annotations
 
-import pathlib
-import shutil
-import subprocess
-import tempfile
 from typing import Iterator
 
 import openai
 import pytest
 from openai import OpenAI
 
-from conftest import SAMPLES, OutputReader, gateway_binary, keep_upstreams_on_loopback, wait_until_ready
+from conftest import sample_gateway
 
 # The second Service's token, supplied in its own Secret (so nothing needs to be issued).
 OTHER_TOKEN = "uprox_live_" + "F" * 43
@@ -58,35 +54,8 @@ CONTENT = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"}
 @pytest.fixture(scope="module")
 def files_gateway() -> Iterator[tuple[str, str]]:
     """(base URL, sample token) of a gateway serving the samples and the second Service."""
-    binary = gateway_binary()
-    if not binary.is_file():
-        pytest.fail(f"{binary} does not exist: run `cargo build -p uprox-gateway --bins` (tests/sdk/run.sh does)")
-    with tempfile.TemporaryDirectory(prefix="uprox-sdk-files-") as tmp:
-        config = pathlib.Path(tmp) / "config"
-        state = pathlib.Path(tmp) / "state"
-        shutil.copytree(SAMPLES, config)
-        keep_upstreams_on_loopback(config)
-        (config / "files-other.yaml").write_text(OTHER_SERVICE)
-        state.mkdir()
-        proc = subprocess.Popen(
-            [str(binary), "--config", str(config), "--state", str(state), "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        stdout = OutputReader(proc.stdout, "files-gateway-stdout")
-        stderr = OutputReader(proc.stderr, "files-gateway-stderr")
-        try:
-            yield wait_until_ready(proc, stdout, stderr, [state, config])
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            stdout.join(5)
-            stderr.join(5)
+    with sample_gateway({"files-other.yaml": OTHER_SERVICE}) as started:
+        yield started.base_url, started.token
 
 
 def client_for(base_url: str, token: str) -> OpenAI:

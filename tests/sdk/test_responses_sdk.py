@@ -11,19 +11,13 @@ SDK's own stream accumulator, errors with their `param`, and the Azure client's 
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import secrets
-import subprocess
-import tempfile
 from typing import Iterator
 
 import openai
 import pytest
-import yaml
 from openai import AzureOpenAI, OpenAI
 
-from conftest import SAMPLE_TOKEN, TOKEN_LABEL, Gateway, OutputReader, gateway_binary, wait_until_ready
+from conftest import Gateway, anthropic_gateway_on
 from fake_anthropic import FakeAnthropic, count_tokens
 
 MOCK = "mock-1"
@@ -31,45 +25,6 @@ CLAUDE = "claude-sonnet-test"
 PROVIDER_KEY = "sk-ant-fake-provider-key-for-responses"
 INPUT = "Name three primary colours."
 INSTRUCTIONS = "You are a terse assistant."
-
-
-def config_documents(anthropic_url: str, token: str) -> list[dict]:
-    namespace, name = SAMPLE_TOKEN  # so conftest's wait_until_ready finds the token
-    meta = lambda n, **extra: {"name": n, "namespace": namespace, **extra}  # noqa: E731
-    return [
-        {
-            "apiVersion": "uprox.dev/v1alpha1",
-            "kind": "Provider",
-            "metadata": meta("claude"),
-            "spec": {
-                "type": "anthropic",
-                "baseUrl": anthropic_url,
-                "models": ["claude-*"],
-                "timeoutSeconds": 10,
-                "keys": [{"label": "main", "secretRef": {"name": "anthropic-key", "key": "apiKey"}}],
-            },
-        },
-        {"apiVersion": "v1", "kind": "Secret", "metadata": meta("anthropic-key"), "stringData": {"apiKey": PROVIDER_KEY}},
-        {
-            "apiVersion": "uprox.dev/v1alpha1",
-            "kind": "Provider",
-            "metadata": meta("mock"),
-            "spec": {"type": "mock", "models": ["mock-*"]},
-        },
-        {"apiVersion": "uprox.dev/v1alpha1", "kind": "Service", "metadata": meta(name), "spec": {}},
-        {
-            "apiVersion": "uprox.dev/v1alpha1",
-            "kind": "MachineToken",
-            "metadata": meta(name),
-            "spec": {"service": name, "secretName": f"{name}-token"},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": meta(f"{name}-token", labels={TOKEN_LABEL: name}),
-            "stringData": {"token": token},
-        },
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -83,38 +38,8 @@ def fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture(scope="module")
 def responses_gateway(fake: FakeAnthropic) -> Iterator[Gateway]:
-    binary = gateway_binary()
-    if not binary.is_file():
-        pytest.fail(f"{binary} does not exist: run `cargo build -p uprox-gateway --bins` (tests/sdk/run.sh does)")
-    token = "uprox_live_" + secrets.token_urlsafe(32)
-    with tempfile.TemporaryDirectory(prefix="uprox-responses-sdk-") as tmp:
-        config = pathlib.Path(tmp) / "config"
-        state = pathlib.Path(tmp) / "state"
-        config.mkdir()
-        state.mkdir()
-        (config / "all.yaml").write_text(yaml.safe_dump_all(config_documents(fake.base_url, token), sort_keys=False))
-        proc = subprocess.Popen(
-            [str(binary), "--config", str(config), "--state", str(state), "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(os.environ, NO_COLOR="1"),
-        )
-        stdout = OutputReader(proc.stdout, "responses-gateway-stdout")
-        stderr = OutputReader(proc.stderr, "responses-gateway-stderr")
-        try:
-            base_url, found = wait_until_ready(proc, stdout, stderr, [state, config])
-            assert found == token
-            yield Gateway(base_url=base_url, token=token, stderr=stderr, stdout=stdout)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            stdout.join(5)
-            stderr.join(5)
+    with anthropic_gateway_on(fake.base_url, PROVIDER_KEY, "responses-sdk") as started:
+        yield started
 
 
 def make_client(gateway: Gateway, api_key: str | None = None) -> OpenAI:
