@@ -28,28 +28,13 @@ const WITHIN: Duration = Duration::from_secs(10);
 /// An openai-compatible Provider at `base_url` with `key`, a Service, and a MachineToken for
 /// each of `tokens` (`app` holds [`TOKEN`], `app2` holds [`TOKEN2`]).
 fn compiled(base_url: &str, key: &str, tokens: &[&str]) -> Compiled {
-    let mut yaml = format!(
-        r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {{name: upstream, namespace: team}}
-spec:
-  type: openai-compatible
-  baseUrl: "{base_url}"
-  models: ["gpt-*"]
-  keys: [{{label: main, secretRef: {{name: upstream-key, key: apiKey}}}}]
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: upstream-key, namespace: team}}
-stringData: {{apiKey: "{key}"}}
----
+    let mut yaml = common::upstream_provider(base_url, key, r#"["gpt-*"]"#, "")
+        + r#"---
 apiVersion: uprox.dev/v1alpha1
 kind: Service
-metadata: {{name: app, namespace: team}}
-spec: {{}}
-"#
-    );
+metadata: {name: app, namespace: team}
+spec: {}
+"#;
     for name in tokens {
         let value = if *name == "app" { TOKEN } else { TOKEN2 };
         yaml.push_str(&format!(

@@ -162,24 +162,7 @@ async fn answer(state: &UpstreamState, request: Request<Incoming>) -> Response<B
 /// Two Services of team `team` on the upstream: `app` ([`TOKEN`]) and `other` ([`TOKEN2`]),
 /// and a chat-only token for `app` ([`CHAT_ONLY`]).
 fn manifests(base_url: &str) -> String {
-    let mut yaml = format!(
-        r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {{name: upstream, namespace: team}}
-spec:
-  type: openai-compatible
-  baseUrl: "{base_url}"
-  models: ["gpt-*"]
-  timeoutSeconds: 5
-  keys: [{{label: main, secretRef: {{name: upstream-key, key: apiKey}}}}]
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: upstream-key, namespace: team}}
-stringData: {{apiKey: "{PROVIDER_KEY}"}}
-"#
-    );
+    let mut yaml = common::upstream_provider(base_url, PROVIDER_KEY, r#"["gpt-*"]"#, "timeoutSeconds: 5");
     yaml += &identity_with("{}", "");
     for (name, token, service, scopes) in
         [("other", TOKEN2, "other", ""), ("chat-only", CHAT_ONLY, "app", ", scopes: [chat]")]

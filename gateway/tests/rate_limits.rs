@@ -56,28 +56,16 @@ async fn upstream(total_tokens: u64, delay: Duration) -> Upstream {
 /// A Provider at `base_url`, the Policy `limits` with `rate_limits` (flow YAML) attached to the
 /// Service, and the token.
 fn manifests(base_url: &str, rate_limits: &str, models: &str) -> String {
-    format!(
-        r#"
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {{name: upstream, namespace: team}}
-spec:
-  type: openai-compatible
-  baseUrl: "{base_url}"
-  models: ["gpt-*"]
-  keys: [{{label: main, secretRef: {{name: upstream-key, key: apiKey}}}}]
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: upstream-key, namespace: team}}
-stringData: {{apiKey: "{PROVIDER_KEY}"}}
----
+    common::upstream_provider(base_url, PROVIDER_KEY, r#"["gpt-*"]"#, "")
+        + &format!(
+            r#"---
 apiVersion: uprox.dev/v1alpha1
 kind: Policy
 metadata: {{name: limits, namespace: team}}
 spec: {{models: {models}, rateLimits: {rate_limits}}}
 "#
-    ) + &identity_with("{policies: [limits]}", "")
+        )
+        + &identity_with("{policies: [limits]}", "")
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {

@@ -104,6 +104,25 @@ impl Upstream {
 /// Manifests for one team: an openai-compatible provider at `base_url`, a mock provider, a
 /// policy, a service and a token with [`TOKEN`].
 pub fn manifests(base_url: &str) -> String {
+    upstream_provider(base_url, PROVIDER_KEY, r#"["gpt-*", "slow-*"]"#, "timeoutSeconds: 1")
+        + r#"
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Provider
+metadata: {name: mock, namespace: team}
+spec: {type: mock}
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Policy
+metadata: {name: p, namespace: team}
+spec: {models: ["gpt-*", "slow-*", "mock-*"]}
+"# + &identity_with("{policies: [p]}", "")
+}
+
+/// The Provider `upstream` of team `team` (openai-compatible at `base_url`, serving `models`, a
+/// flow YAML list; `extra` is one more spec line or empty) and the Secret holding its `key`.
+pub fn upstream_provider(base_url: &str, key: &str, models: &str, extra: &str) -> String {
+    let extra = if extra.is_empty() { String::new() } else { format!("  {extra}\n") };
     format!(
         r#"
 apiVersion: uprox.dev/v1alpha1
@@ -112,26 +131,15 @@ metadata: {{name: upstream, namespace: team}}
 spec:
   type: openai-compatible
   baseUrl: "{base_url}"
-  models: ["gpt-*", "slow-*"]
-  timeoutSeconds: 1
-  keys: [{{label: main, secretRef: {{name: upstream-key, key: apiKey}}}}]
+  models: {models}
+{extra}  keys: [{{label: main, secretRef: {{name: upstream-key, key: apiKey}}}}]
 ---
 apiVersion: v1
 kind: Secret
 metadata: {{name: upstream-key, namespace: team}}
-stringData: {{apiKey: "{PROVIDER_KEY}"}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: Provider
-metadata: {{name: mock, namespace: team}}
-spec: {{type: mock}}
----
-apiVersion: uprox.dev/v1alpha1
-kind: Policy
-metadata: {{name: p, namespace: team}}
-spec: {{models: ["gpt-*", "slow-*", "mock-*"]}}
+stringData: {{apiKey: "{key}"}}
 "#
-    ) + &identity_with("{policies: [p]}", "")
+    )
 }
 
 /// An anthropic Provider `claude` at `base_url` (no `/v1`) with its key Secret, and
