@@ -26,6 +26,7 @@ pub mod sealed;
 pub mod secret;
 pub mod service;
 pub mod token;
+pub mod usage;
 
 pub use budget::{Budget, BudgetSpec, BudgetStatus};
 pub use compile::{Compiled, Diagnostic, Inputs, Resources, Severity, compile};
