@@ -12,6 +12,7 @@ use crate::limits::Registry;
 use crate::models_cache::ModelsCache;
 use crate::request_id::RequestIds;
 use crate::snapshot::Snapshot;
+use crate::spend::state::Spend;
 use crate::upstream;
 
 /// Tunables fixed at start-up.
@@ -61,6 +62,8 @@ pub struct Gateway {
     pub models: ModelsCache,
     /// Rate-limit state, kept across snapshots (see `limits`).
     pub limits: Registry,
+    /// Spend and budget reservations, kept across snapshots (see `spend`).
+    pub spend: Arc<Spend>,
 }
 
 impl Gateway {
@@ -76,6 +79,7 @@ impl Gateway {
             request_ids: RequestIds::new(),
             files: crate::files::FilesState::new(),
             limits: Registry::default(),
+            spend: Arc::default(),
         })
     }
 
@@ -88,6 +92,7 @@ impl Gateway {
     /// of unchanged limits carry over from the previous snapshot.
     pub fn install(&self, mut snapshot: Snapshot) {
         snapshot.attach_limits(&self.limits);
+        snapshot.attach_spend(&self.spend);
         self.snapshot.store(Some(Arc::new(snapshot)));
     }
 

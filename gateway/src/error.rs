@@ -87,6 +87,9 @@ pub enum GatewayError {
     /// A rate limit of one of the caller's Policies refused the request.
     #[error("{0}")]
     RateLimited(Box<crate::limits::Refusal>),
+    /// A blocking Budget of the caller's Service has reached a ceiling.
+    #[error("{0}")]
+    BudgetExceeded(Box<crate::spend::budget::Exceeded>),
 }
 
 /// The `error` object of an OpenAI error body.
@@ -153,6 +156,9 @@ impl GatewayError {
             E::RateLimited(_) => {
                 s(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", None, Some("rate_limit_exceeded"))
             }
+            E::BudgetExceeded(_) => {
+                s(StatusCode::PAYMENT_REQUIRED, "insufficient_quota", None, Some("insufficient_quota"))
+            }
         }
     }
 
@@ -187,7 +193,8 @@ impl GatewayError {
             | E::PayloadTooLarge(_)
             | E::Unsupported(_)
             | E::UpstreamRejectedKey(_)
-            | E::FileNotFound(_) => false,
+            | E::FileNotFound(_)
+            | E::BudgetExceeded(_) => false,
         }
     }
 
@@ -241,6 +248,7 @@ impl GatewayError {
         let kind = match self.status().as_u16() {
             400 | 405 | 501 => "invalid_request_error",
             401 => "authentication_error",
+            402 => "billing_error",
             403 => "permission_error",
             404 => "not_found_error",
             413 => "request_too_large",
@@ -294,6 +302,13 @@ mod tests {
                 retry_after: std::time::Duration::from_millis(1500),
                 headers: crate::limits::RateHeaders::default(),
             })),
+            GatewayError::BudgetExceeded(Box::new(crate::spend::budget::Exceeded {
+                budget: uprox_crds::common::ObjectId::new("team", "monthly"),
+                window: crate::spend::budget::Window::Monthly,
+                spent_pico: 25_010_000_000_000,
+                limit_micro: 25_000_000,
+                resets_at: 1_795_996_800,
+            })),
         ];
         for e in &all {
             let v = json(e);
@@ -303,6 +318,39 @@ mod tests {
             assert!(err.get("param").is_some() && err.get("code").is_some(), "{e:?}");
             assert!(!e.metric_label().is_empty());
         }
+    }
+
+    #[test]
+    fn a_spent_budget_is_a_402_in_both_shapes() {
+        let exceeded = || {
+            GatewayError::BudgetExceeded(Box::new(crate::spend::budget::Exceeded {
+                budget: uprox_crds::common::ObjectId::new("team", "cap"),
+                window: crate::spend::budget::Window::Daily,
+                spent_pico: 10_000_000_000,
+                limit_micro: 10_000,
+                resets_at: 1_795_824_000,
+            }))
+        };
+        let e = json(&exceeded());
+        assert_eq!(
+            (e["error"]["type"].as_str(), e["error"]["code"].as_str()),
+            (Some("insufficient_quota"), Some("insufficient_quota"))
+        );
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("team/cap") && message.contains("$0.01") && message.contains("2026-11-28T00:00:00Z"),
+            "{message}"
+        );
+        assert_eq!(exceeded().status(), 402);
+        assert!(!exceeded().retryable());
+        let response = exceeded().into_anthropic_response();
+        assert_eq!(response.status(), 402);
+        let body = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(response.into_body()))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "billing_error");
     }
 
     #[test]

@@ -22,5 +22,6 @@ pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod spend;
 pub mod standalone;
 pub mod upstream;

@@ -253,10 +253,8 @@ impl Limiter {
 #[derive(Debug)]
 pub struct LimitSet {
     limiters: Box<[Arc<Limiter>]>,
-    /// Whether the response body must be wrapped (a concurrency slot or a token charge).
+    /// Whether an unmetered response body must hold the admission (a concurrency slot).
     wraps: bool,
-    /// Whether any tokens-per-minute limit applies.
-    counts_tokens: bool,
 }
 
 impl LimitSet {
@@ -265,9 +263,8 @@ impl LimitSet {
         if limiters.is_empty() {
             return None;
         }
-        let counts_tokens = limiters.iter().any(|l| l.tokens.is_some());
-        let wraps = counts_tokens || limiters.iter().any(|l| l.limits.max_concurrent.is_some());
-        Some(Arc::new(Self { limiters: limiters.into(), wraps, counts_tokens }))
+        let wraps = limiters.iter().any(|l| l.limits.max_concurrent.is_some());
+        Some(Arc::new(Self { limiters: limiters.into(), wraps }))
     }
 
     /// The limiters.
@@ -282,6 +279,18 @@ pub struct Admission {
     set: Arc<LimitSet>,
     /// What to tell the client.
     pub headers: RateHeaders,
+}
+
+impl Admission {
+    /// Charges `tokens` to every tokens-per-minute limit of the admission.
+    pub fn charge(&self, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        for limiter in self.set.limiters.iter() {
+            limiter.charge(tokens);
+        }
+    }
 }
 
 impl Drop for Admission {
@@ -360,12 +369,10 @@ pub fn admit(set: &Arc<LimitSet>) -> Result<Admission, Box<Refusal>> {
 mod body;
 mod refusal;
 mod registry;
-mod usage;
 
 pub use body::{hold, respond};
 pub use refusal::{RateHeaders, Refusal, format_reset, retry_secs};
 pub use registry::{Registry, Resolver};
-pub use usage::Usage;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use uprox_gateway::app::{Gateway, Settings};
+use uprox_gateway::spend::flush::{Flusher, unix_now};
+use uprox_gateway::spend::store::{FileStore, Store};
 use uprox_gateway::{cluster, files, server, standalone};
 
 /// How long the start-up check of the Kubernetes API may take.
@@ -46,7 +48,8 @@ struct Args {
     /// watched for changes.
     #[arg(long, env = "UPROX_CONFIG", default_value = "config/samples")]
     config: PathBuf,
-    /// Standalone mode: folder where issued tokens are kept (as Secret manifests).
+    /// Standalone mode: folder where issued tokens (as Secret manifests), file owners and the
+    /// usage ledger (`usage.json`) are kept.
     #[arg(long, env = "UPROX_STATE", default_value = ".state")]
     state: PathBuf,
     /// Address to listen on. Port 0 picks a free port (printed at start).
@@ -68,6 +71,11 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "UPROX_LOG_JSON")]
     log_json: bool,
+    /// Seconds between two writes of this replica's spend to the shared usage ledger (and reads
+    /// of everybody else's). Budgets may be overrun by what the other replicas spend in this
+    /// time; see the README.
+    #[arg(long, env = "UPROX_LEDGER_FLUSH_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
+    ledger_flush_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -100,9 +108,20 @@ async fn run(args: Args) -> ExitCode {
         Source::Standalone => start_standalone(&args, &gateway).await,
         Source::Cluster => start_cluster(&args, &gateway).await,
     };
-    let Some((source, description)) = started else {
+    let Some(Started { source, description, ledger }) = started else {
         return ExitCode::FAILURE;
     };
+    // The usage ledger: read once before serving, so budgets count this month's spend from the
+    // first request, then written every interval and once more at shutdown.
+    let prefix = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "gateway".to_owned());
+    let mut flusher = Flusher::new(gateway.spend.clone(), ledger.clone(), Flusher::writer_name(&prefix));
+    if let Err(e) = flusher.round(unix_now()).await {
+        tracing::warn!(error = %e, store = ?ledger, "the usage ledger could not be read; budgets count from zero until it can");
+    }
+    let (stop_flusher, flusher_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flusher = tokio::spawn(flusher.run(Duration::from_secs(args.ledger_flush_seconds), async move {
+        let _ = flusher_stopped.await;
+    }));
     let count = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let workers = match server::Workers::start(gateway.clone(), args.listen, count, Duration::from_secs(30)) {
         Ok(w) => w,
@@ -133,15 +152,23 @@ async fn run(args: Args) -> ExitCode {
     }
     // Joining blocks until in-flight requests drain; keep it off the runtime thread.
     let _ = tokio::task::spawn_blocking(move || workers.stop_and_join()).await;
+    // Every answer has settled its cost: write the last of it.
+    let _ = stop_flusher.send(());
+    let _ = flusher.await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// The config source's task, started once serving begins, and how to describe it.
-type Started = Option<(futures_util::future::BoxFuture<'static, ()>, String)>;
+/// What a config source starts: its task (run once serving begins), how to describe it, and
+/// where the usage ledger is kept.
+struct Started {
+    source: futures_util::future::BoxFuture<'static, ()>,
+    description: String,
+    ledger: Store,
+}
 
 /// Loads the folder once (a config that cannot be served is fatal at start-up), then watches it.
-async fn start_standalone(args: &Args, gateway: &Arc<Gateway>) -> Started {
+async fn start_standalone(args: &Args, gateway: &Arc<Gateway>) -> Option<Started> {
     let options = standalone::Options {
         config_dir: args.config.clone(),
         state_dir: args.state.clone(),
@@ -174,13 +201,20 @@ async fn start_standalone(args: &Args, gateway: &Arc<Gateway>) -> Started {
             return None;
         }
     }
+    let ledger = match FileStore::new(&args.state) {
+        Ok(store) => Store::File(store),
+        Err(e) => {
+            eprintln!("uprox-gateway: {e}");
+            return None;
+        }
+    };
     let description = format!("standalone mode, config {}", args.config.display());
-    Some((Box::pin(standalone::watch(gateway.clone(), options)), description))
+    Some(Started { source: Box::pin(standalone::watch(gateway.clone(), options)), description, ledger })
 }
 
 /// Connects to the Kubernetes API (an unreachable API is fatal at start-up), then watches the
 /// compiled objects. A config that is not there yet is not: the gateway stays unready and waits.
-async fn start_cluster(args: &Args, gateway: &Arc<Gateway>) -> Started {
+async fn start_cluster(args: &Args, gateway: &Arc<Gateway>) -> Option<Started> {
     let namespace = args.namespace.clone().unwrap_or_else(cluster::pod_namespace);
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
@@ -211,9 +245,10 @@ async fn start_cluster(args: &Args, gateway: &Arc<Gateway>) -> Started {
         tracing::info!("rate limits are shared by the ready endpoints of Service {namespace}/{service}");
         cluster::peers::watch(gateway.clone(), client.clone(), namespace.clone(), service)
     });
+    let ledger = Store::config_map(client.clone(), &namespace);
     let config = cluster::watch(gateway.clone(), client, namespace);
-    Some((
-        Box::pin(async move {
+    Some(Started {
+        source: Box::pin(async move {
             let peers = async move {
                 if let Some(peers) = peers {
                     peers.await;
@@ -222,7 +257,8 @@ async fn start_cluster(args: &Args, gateway: &Arc<Gateway>) -> Started {
             tokio::join!(config, owners.run(), peers);
         }),
         description,
-    ))
+        ledger,
+    })
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,11 @@
 //! whatever that produced, and releases the batch once a couple of rounds bring nothing new; it never waits for data that has not arrived, so a real
 //! token stream is relayed as promptly as before. A batch is capped at [`MAX_BATCH_BYTES`].
 //!
+//! It is also where a metered request's answer is read for its cost: every upstream frame goes
+//! through the request's [`Meter`] (and, when the gateway asked upstream for usage the client
+//! did not ask for, through [`StripUsage`]), and the meter is settled when the body ends or is
+//! dropped — a client that goes away mid-stream is still charged.
+//!
 //! It also ends a response whose upstream falls silent for longer than its idle timeout, so a
 //! stalled provider cannot hold a client connection forever.
 
@@ -23,6 +28,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
+use crate::spend::meter::Meter;
+use crate::spend::strip::StripUsage;
 
 /// Largest amount of data held back to batch.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
@@ -54,6 +61,10 @@ pub struct Relay<B> {
     idle_yields: u8,
     /// The inner body ended (with `Some(error)` when it failed).
     finished: Option<Option<BoxError>>,
+    /// The request's meter, fed every frame; settled when the body ends or is dropped.
+    meter: Option<Meter>,
+    /// Removes the usage chunk the client did not ask for.
+    strip: Option<StripUsage>,
 }
 
 impl<B> Relay<B> {
@@ -69,7 +80,56 @@ impl<B> Relay<B> {
             releasing: false,
             idle_yields: 0,
             finished: None,
+            meter: None,
+            strip: None,
         }
+    }
+
+    /// Wraps an upstream body whose frames `meter` reads; with `strip`, the usage-only chunk
+    /// of an OpenAI chat stream is removed on the way.
+    pub fn metered(inner: B, idle: Duration, meter: Option<Meter>, strip: bool) -> Self {
+        let mut relay = Self::new(inner, idle);
+        relay.meter = meter;
+        relay.strip = strip.then(StripUsage::default);
+        relay
+    }
+
+    /// Takes in one upstream frame: metered, stripped, queued.
+    fn take_in(&mut self, frame: Frame<Bytes>) {
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                if let Some(meter) = &mut self.meter {
+                    meter.feed(&data);
+                }
+                let data = match &mut self.strip {
+                    Some(strip) => match strip.frame(data) {
+                        Some(data) => data,
+                        None => return,
+                    },
+                    None => data,
+                };
+                self.queued_bytes += data.len();
+                Frame::data(data)
+            }
+            Err(other) => other,
+        };
+        self.queue.push_back(frame);
+    }
+
+    /// The upstream body ended: what the stripper held back goes out, the meter settles.
+    fn end(&mut self, error: Option<BoxError>) {
+        if let Some(rest) = self.strip.as_mut().and_then(StripUsage::finish) {
+            self.queued_bytes += rest.len();
+            self.queue.push_back(Frame::data(rest));
+        }
+        if let Some(meter) = &mut self.meter {
+            if error.is_none() {
+                meter.completed();
+            } else {
+                meter.settle();
+            }
+        }
+        self.finished = Some(error);
     }
 
     fn release(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -106,8 +166,7 @@ where
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    this.queued_bytes += frame.data_ref().map_or(0, Bytes::len);
-                    this.queue.push_back(frame);
+                    this.take_in(frame);
                     this.idle_yields = 0;
                     this.progressed = true;
                     if this.queued_bytes >= MAX_BATCH_BYTES {
@@ -115,11 +174,11 @@ where
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.finished = Some(Some(e.into()));
+                    this.end(Some(e.into()));
                     return this.release();
                 }
                 Poll::Ready(None) => {
-                    this.finished = Some(None);
+                    this.end(None);
                     return this.release();
                 }
                 Poll::Pending if this.queue.is_empty() => {
@@ -128,7 +187,7 @@ where
                         this.timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
                     }
                     if this.timer.as_mut().poll(cx).is_ready() {
-                        this.finished = Some(Some(Box::new(IdleTimeout(this.idle))));
+                        this.end(Some(Box::new(IdleTimeout(this.idle))));
                         return this.release();
                     }
                     return Poll::Pending;
@@ -155,6 +214,10 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.strip.is_some() {
+            // Removing the usage chunk changes the length.
+            return SizeHint::default();
+        }
         let mut hint = self.inner.size_hint();
         let queued = self.queued_bytes as u64;
         hint.set_lower(hint.lower().saturating_add(queued));

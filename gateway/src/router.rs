@@ -140,11 +140,6 @@ impl Endpoint {
         }
     }
 
-    /// Whether its answers report model-token usage that tokens-per-minute limits charge.
-    fn metered(self) -> bool {
-        matches!(self, Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Messages | Endpoint::Responses)
-    }
-
     /// Whether `method` is allowed besides the endpoint's main one.
     fn also_allows(self, method: &Method) -> bool {
         (matches!(self, Endpoint::StoredResponse | Endpoint::File) && method == Method::DELETE)
@@ -157,11 +152,13 @@ pub struct Context<'a> {
     /// Shared state.
     pub gateway: &'a Gateway,
     /// The snapshot of this request.
-    pub snapshot: &'a Snapshot,
+    pub snapshot: &'a Arc<Snapshot>,
     /// Who is calling.
     pub caller: Caller<'a>,
     /// This request's id.
     pub request_id: &'a http::HeaderValue,
+    /// When it arrived, Unix seconds.
+    pub now: i64,
 }
 
 /// Answers one request. Never fails: errors become OpenAI-shaped responses.
@@ -225,19 +222,22 @@ async fn dispatch(
     }
     // Rate limits: checked after the scope (a refused scope costs nothing), held until the
     // response body ends.
-    let admission = match &caller.token.limits {
+    // A metered endpoint's handler hands the admission to the request's meter, which lives in
+    // the relay of the answer: one body layer holds slots, tokens and cost.
+    let mut admission = match &caller.token.limits {
         Some(set) => Some(limits::admit(set).map_err(GatewayError::RateLimited)?),
         None => None,
     };
-    let ctx = Context { gateway, snapshot: &snapshot, caller, request_id };
+    let rate_headers = admission.as_ref().map(|a| a.headers);
+    let ctx = Context { gateway, snapshot: &snapshot, caller, request_id, now };
     let response = match endpoint {
-        Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment).await,
-        Endpoint::Embeddings => handlers::embeddings::create(&ctx, request, deployment).await,
+        Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment, admission.take()).await,
+        Endpoint::Embeddings => handlers::embeddings::create(&ctx, request, deployment, admission.take()).await,
         Endpoint::Models => Ok(handlers::models::list(&ctx).await),
         Endpoint::Model => handlers::models::retrieve(&ctx, deployment.as_deref().unwrap_or_default()).await,
-        Endpoint::Messages => handlers::messages::create(&ctx, request).await,
+        Endpoint::Messages => handlers::messages::create(&ctx, request, admission.take()).await,
         Endpoint::CountTokens => handlers::messages::count_tokens(&ctx, request).await,
-        Endpoint::Responses => handlers::responses::create(&ctx, request, deployment).await,
+        Endpoint::Responses => handlers::responses::create(&ctx, request, deployment, admission.take()).await,
         Endpoint::StoredResponse | Endpoint::StoredResponseItems | Endpoint::CancelResponse => {
             handlers::responses::stored(&ctx, request, deployment).await
         }
@@ -247,8 +247,14 @@ async fn dispatch(
         }
     }?;
     Ok(match admission {
-        Some(admission) => limits::respond(response, admission, endpoint.metered()),
-        None => response,
+        Some(admission) => limits::respond(response, admission),
+        None => {
+            let mut response = response;
+            if let Some(headers) = rate_headers {
+                headers.write(response.headers_mut());
+            }
+            response
+        }
     })
 }
 

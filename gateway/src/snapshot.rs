@@ -18,6 +18,8 @@ use uprox_crds::config::{CONFIG_VERSION, GatewayConfig, KeyMaterial, PolicyConfi
 use uprox_crds::provider::ProviderType;
 
 use crate::limits::{LimitSet, Registry, Subject};
+use crate::spend::budget::BudgetEntry;
+use crate::spend::state::{ServiceMeter, Spend};
 
 /// Why a config was refused. The last good snapshot keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,10 @@ pub struct ServiceEntry {
     pub pinned: Option<(usize, usize)>,
     /// Fail-closed message.
     pub denied: Option<String>,
+    /// Its spend, kept across snapshots (see [`Snapshot::attach_spend`]).
+    pub meter: Arc<ServiceMeter>,
+    /// Indices into [`Snapshot::budgets`] of the Budgets counting its spend.
+    pub budgets: Box<[usize]>,
 }
 
 /// One provider key, ready to send.
@@ -154,6 +160,8 @@ pub struct Snapshot {
     pub providers: Vec<ProviderEntry>,
     /// Policies by index.
     pub policies: Vec<PolicyConfig>,
+    /// Budgets by index.
+    pub budgets: Vec<BudgetEntry>,
 }
 
 impl Snapshot {
@@ -206,8 +214,39 @@ impl Snapshot {
                 providers: routes.into(),
                 pinned,
                 denied: s.denied.clone(),
+                meter: Arc::new(ServiceMeter::detached(&s.id)),
+                budgets: Box::default(),
             });
         }
+
+        // Budgets, and which Services each counts (the config lists them per Service).
+        let budget_index: HashMap<&ObjectId, usize> =
+            config.budgets.iter().enumerate().map(|(i, b)| (&b.id, i)).collect();
+        let mut counted: Vec<Vec<usize>> = vec![Vec::new(); config.budgets.len()];
+        for (i, s) in config.services.iter().enumerate() {
+            let mut own = Vec::with_capacity(s.budgets.len());
+            for id in &s.budgets {
+                let b = *budget_index.get(id).ok_or_else(|| {
+                    SnapshotError::Dangling(format!(
+                        "Service {} refers to Budget {id}, which is not in the config",
+                        s.id
+                    ))
+                })?;
+                own.push(b);
+                counted[b].push(i);
+            }
+            services[i].budgets = own.into();
+        }
+        let budgets = config
+            .budgets
+            .iter()
+            .zip(counted)
+            .map(|(config, services)| BudgetEntry {
+                config: config.clone(),
+                meter: Arc::default(),
+                services: services.into(),
+            })
+            .collect();
 
         let mut tokens = HashMap::with_capacity(config.tokens.len());
         for t in &config.tokens {
@@ -237,7 +276,22 @@ impl Snapshot {
                 return Err(SnapshotError::Invalid(format!("two tokens share the digest of MachineToken {}", t.id)));
             }
         }
-        Ok(Self { tokens, services, providers, policies: config.policies.clone() })
+        Ok(Self { tokens, services, providers, policies: config.policies.clone(), budgets })
+    }
+
+    /// Gives every Service and Budget its meter from `spend`, so spend and reservations carry
+    /// over from the previous snapshot; `spend` forgets meters no longer configured once they
+    /// have nothing left to write.
+    pub fn attach_spend(&mut self, spend: &Spend) {
+        for service in &mut self.services {
+            service.meter = spend.service(&service.id);
+        }
+        for budget in &mut self.budgets {
+            budget.meter = spend.budget(&budget.config.id);
+        }
+        let services: Vec<ObjectId> = self.services.iter().map(|s| s.id.clone()).collect();
+        let budgets: Vec<ObjectId> = self.budgets.iter().map(|b| b.config.id.clone()).collect();
+        spend.retain(&services, &budgets);
     }
 
     /// Gives every token the rate limiters of its Policies from `registry`: shared per

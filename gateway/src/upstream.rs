@@ -71,9 +71,27 @@ pub struct Call<'a> {
     pub request_id: &'a HeaderValue,
     /// How long a streaming upstream may stay silent.
     pub idle_timeout: Duration,
+    /// The request's meter, handed to the relay of the answer (see [`Call::relay`]).
+    pub meter: Option<crate::spend::meter::Meter>,
+    /// Whether the gateway asked upstream for a usage chunk the client did not ask for, which
+    /// the relay then removes.
+    pub strip_usage: bool,
 }
 
 impl Call<'_> {
+    /// The relay of an answer, metered when the call carries a meter: the meter learns the
+    /// status and whether the body is an event stream.
+    pub fn relay<B>(&mut self, parts: &http::response::Parts, body: B) -> crate::relay::Relay<B> {
+        let sse =
+            parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let mut meter = self.meter.take();
+        if let Some(meter) = &mut meter {
+            meter.answered(parts.status, sse);
+        }
+        let strip = self.strip_usage && sse && parts.status.is_success();
+        crate::relay::Relay::metered(body, self.idle_timeout, meter, strip)
+    }
+
     /// A request to the call's URI with the provider's key and fixed headers.
     pub fn request(&self, method: Method, body: Bytes) -> Request<Full<Bytes>> {
         let key = self.key.and_then(|k| self.provider.keys.get(k));

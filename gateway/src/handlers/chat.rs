@@ -2,6 +2,10 @@
 //! copying the rest, routes the model to a provider the caller may use, applies the allowlists
 //! and hands the body to the provider's wire format: untouched for OpenAI-shaped upstreams,
 //! translated for Anthropic, answered in-process by the mock.
+//!
+//! Every answer is metered (see [`crate::spend`]). A streamed request without
+//! `stream_options.include_usage` is sent to OpenAI-shaped upstreams (and the mock) with it, so
+//! the stream reports its usage, and the usage chunk is removed before it reaches the client.
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -10,8 +14,10 @@ use uprox_crds::provider::ProviderType;
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::handlers::routing;
+use crate::limits::Admission;
 use crate::providers::{anthropic, azure, mock, openai};
 use crate::router::Context;
+use crate::spend::scan::Wire;
 
 /// Handles one chat completion. `deployment` is the model named by an Azure deployment URL;
 /// it wins over the body's `model`.
@@ -19,6 +25,7 @@ pub async fn completions(
     ctx: &Context<'_>,
     request: Request<Incoming>,
     deployment: Option<String>,
+    admission: Option<Admission>,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
     let body = routing::read_body(ctx, &parts, body).await?;
@@ -27,9 +34,17 @@ pub async fn completions(
 
     let (provider, route) = routing::route(ctx, model)?;
 
-    let body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
+    let mut body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
+    let wire = if provider.kind() == ProviderType::Anthropic { Wire::Anthropic } else { Wire::OpenAiChat };
+    // Anthropic streams always report usage; the translation keeps it from clients that did not ask.
+    let strip_usage = wire == Wire::OpenAiChat && head.needs_usage_forced();
+    if strip_usage {
+        body = routing::with_include_usage(&body, &head)?;
+    }
+    let (meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
     if provider.kind() == ProviderType::Mock {
-        return mock::respond(&body, None);
+        let response = mock::respond(&body, None)?;
+        return routing::warn(Ok(routing::metered_local(ctx, response, meter, strip_usage)), warning);
     }
     let azure_uri;
     let uri = match provider.kind() {
@@ -39,12 +54,14 @@ pub async fn completions(
         }
         _ => provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?,
     };
-    let call = routing::call(ctx, provider, route, uri);
-    match provider.kind() {
+    let mut call = routing::call(ctx, provider, route, uri, Some(meter));
+    call.strip_usage = strip_usage;
+    let answer = match provider.kind() {
         ProviderType::Openai | ProviderType::OpenaiCompatible | ProviderType::Azure => {
             openai::forward(call, body, &parts.headers).await
         }
         ProviderType::Anthropic => anthropic::forward::forward(call, &body).await,
         ProviderType::Mock => Err(GatewayError::Unsupported(provider.kind().as_str())),
-    }
+    };
+    routing::warn(answer, warning)
 }

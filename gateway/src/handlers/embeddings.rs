@@ -15,8 +15,10 @@ use uprox_crds::provider::ProviderType;
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::handlers::routing;
+use crate::limits::Admission;
 use crate::providers::{azure, mock, openai};
 use crate::router::Context;
+use crate::spend::scan::Wire;
 
 /// Handles one embeddings request. `deployment` is the model named by an Azure deployment URL;
 /// it wins over the body's `model`.
@@ -24,6 +26,7 @@ pub async fn create(
     ctx: &Context<'_>,
     request: Request<Incoming>,
     deployment: Option<String>,
+    admission: Option<Admission>,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
     let body = routing::read_body(ctx, &parts, body).await?;
@@ -42,8 +45,10 @@ pub async fn create(
     }
 
     let body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
+    let (meter, warning) = routing::meter(ctx, route, model, Wire::OpenAiEmbeddings, &head, body.len(), admission)?;
     if provider.kind() == ProviderType::Mock {
-        return mock::embeddings(&body);
+        let response = mock::embeddings(&body)?;
+        return routing::warn(Ok(routing::metered_local(ctx, response, meter, false)), warning);
     }
     let azure_uri;
     let uri = match provider.kind() {
@@ -53,6 +58,6 @@ pub async fn create(
         }
         _ => provider.embeddings_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?,
     };
-    let call = routing::call(ctx, provider, route, uri);
-    openai::forward(call, body, &parts.headers).await
+    let call = routing::call(ctx, provider, route, uri, Some(meter));
+    routing::warn(openai::forward(call, body, &parts.headers).await, warning)
 }

@@ -214,6 +214,8 @@ impl Upstream<'_> {
             uri: &uri,
             request_id: ctx.request_id,
             idle_timeout: ctx.gateway.settings.read_timeout,
+            meter: None,
+            strip_usage: false,
         };
         let mut request = call.request(method, Bytes::new());
         request.headers_mut().remove(header::CONTENT_TYPE);

@@ -16,9 +16,10 @@ use uprox_crds::provider::ProviderType;
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::handlers::routing;
-use crate::relay::Relay;
+use crate::limits::Admission;
 use crate::router::Context;
 use crate::snapshot::ProviderEntry;
+use crate::spend::scan::Wire;
 
 /// Upstream headers relayed to the client, besides every `anthropic-ratelimit-*` header.
 const RELAYED_RESPONSE_HEADERS: &[&str] = &["content-type", "cache-control", "request-id", "retry-after"];
@@ -38,13 +39,17 @@ enum Target {
 }
 
 /// Handles `POST /v1/messages`: one message, streamed (`"stream": true`) or not.
-pub async fn create(ctx: &Context<'_>, request: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-    forward(ctx, request, Target::Create).await
+pub async fn create(
+    ctx: &Context<'_>,
+    request: Request<Incoming>,
+    admission: Option<Admission>,
+) -> Result<Response<Body>, GatewayError> {
+    forward(ctx, request, Target::Create, admission).await
 }
 
-/// Handles `POST /v1/messages/count_tokens`.
+/// Handles `POST /v1/messages/count_tokens` (free: not metered, no budget check).
 pub async fn count_tokens(ctx: &Context<'_>, request: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-    forward(ctx, request, Target::CountTokens).await
+    forward(ctx, request, Target::CountTokens, None).await
 }
 
 /// `{base}/v1/messages/count_tokens` for a provider.
@@ -61,6 +66,7 @@ async fn forward(
     ctx: &Context<'_>,
     request: Request<Incoming>,
     target: Target,
+    admission: Option<Admission>,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
     let body = routing::read_body(ctx, &parts, body).await?;
@@ -83,7 +89,14 @@ async fn forward(
             &count_uri
         }
     };
-    let call = routing::call(ctx, provider, route, uri);
+    let (meter, warning) = match target {
+        Target::Create => {
+            let (meter, warning) = routing::meter(ctx, route, model, Wire::Anthropic, &head, body.len(), admission)?;
+            (Some(meter), warning)
+        }
+        Target::CountTokens => (None, None),
+    };
+    let mut call = routing::call(ctx, provider, route, uri, meter);
     // A reference-counted handle: `model` above still borrows the buffer.
     let mut upstream_request = call.request(Method::POST, body.clone());
     copy_client_headers(&parts.headers, upstream_request.headers_mut());
@@ -95,10 +108,10 @@ async fn forward(
             headers.append(name, value.clone());
         }
     }
-    let mut response = Response::new(Relay::new(incoming, call.idle_timeout).boxed_unsync());
+    let mut response = Response::new(call.relay(&parts, incoming).boxed_unsync());
     *response.status_mut() = parts.status;
     *response.headers_mut() = headers;
-    Ok(response)
+    routing::warn(Ok(response), warning)
 }
 
 /// The client's `anthropic-version` replaces the provider's, and its `anthropic-beta` flags are

@@ -217,6 +217,8 @@ async fn fetch(
         uri,
         request_id: ctx.request_id,
         idle_timeout: ctx.gateway.settings.list_timeout,
+        meter: None,
+        strip_usage: false,
     };
     openai::list_models(call).await
 }

@@ -22,10 +22,12 @@ use uprox_crds::provider::ProviderType;
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::handlers::routing;
+use crate::limits::Admission;
 use crate::policy;
 use crate::providers::{anthropic, mock, openai};
 use crate::router::Context;
 use crate::snapshot::{ProviderEntry, Route};
+use crate::spend::scan::Wire;
 
 /// Handles one `POST /v1/responses`. `deployment` is the model named by an Azure deployment
 /// URL; it wins over the body's `model`.
@@ -33,12 +35,15 @@ pub async fn create(
     ctx: &Context<'_>,
     request: Request<Incoming>,
     deployment: Option<String>,
+    admission: Option<Admission>,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
     let body = routing::read_body(ctx, &parts, body).await?;
     let head = routing::parse_head(&body)?;
     let model = routing::model(deployment.as_deref(), &head)?;
     let (provider, route) = routing::route(ctx, model)?;
+    let wire = if provider.kind() == ProviderType::Anthropic { Wire::Anthropic } else { Wire::OpenAiResponses };
+    let (meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
 
     // Every Responses upstream reads the model from the body, Azure's v1 surface included.
     let body = match deployment.as_deref() {
@@ -46,17 +51,20 @@ pub async fn create(
         // A reference-counted handle.
         _ => body.clone(),
     };
-    match provider.kind() {
-        ProviderType::Mock => mock::responses::respond(&body),
+    let answer = match provider.kind() {
+        ProviderType::Mock => {
+            mock::responses::respond(&body).map(|response| routing::metered_local(ctx, response, meter, false))
+        }
         ProviderType::Anthropic => {
             let uri = provider.chat_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?;
-            anthropic::responses::forward(routing::call(ctx, provider, route, uri), &body).await
+            anthropic::responses::forward(routing::call(ctx, provider, route, uri, Some(meter)), &body).await
         }
         ProviderType::Openai | ProviderType::OpenaiCompatible | ProviderType::Azure => {
             let uri = responses_url(provider)?;
-            openai::forward(routing::call(ctx, provider, route, uri), body, &parts.headers).await
+            openai::forward(routing::call(ctx, provider, route, uri, Some(meter)), body, &parts.headers).await
         }
-    }
+    };
+    routing::warn(answer, warning)
 }
 
 /// Handles the stored-response routes; `rest` is the path after `/responses/`: `{id}`,
@@ -78,7 +86,7 @@ pub async fn stored(
     let uri = stored_uri(responses_url(provider)?, &rest, request.uri().query())?;
     let (parts, body) = request.into_parts();
     let body = if parts.method == Method::POST { routing::read_body(ctx, &parts, body).await? } else { Bytes::new() };
-    let call = routing::call(ctx, provider, route, &uri);
+    let call = routing::call(ctx, provider, route, &uri, None);
     openai::forward_with(call, parts.method.clone(), body, &parts.headers).await
 }
 

@@ -12,25 +12,178 @@ use serde::Deserialize;
 
 use uprox_crds::provider::ProviderType;
 
-use crate::body::read_limited;
+use crate::body::{Body, read_limited};
 use crate::error::GatewayError;
+use crate::limits::Admission;
 use crate::policy;
+use crate::relay::Relay;
 use crate::router::Context;
 use crate::snapshot::{ProviderEntry, Route};
+use crate::spend;
+use crate::spend::meter::Meter;
+use crate::spend::scan::Wire;
 use crate::upstream::Call;
+use http::{HeaderValue, Response};
 
 /// The only fields the gateway reads on the passthrough path. Unknown fields are skipped by
-/// the parser without being stored; the original bytes are what goes upstream.
+/// the parser without being stored; the original bytes are what goes upstream. Fields read for
+/// accounting are read leniently: a value of an unexpected type is the upstream's to refuse.
 #[derive(Deserialize)]
 pub(crate) struct Head<'a> {
     #[serde(borrow)]
     pub model: Option<Cow<'a, str>>,
+    /// `stream`.
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub stream: Option<bool>,
+    /// `stream_options.include_usage`, and whether `stream_options` is there at all.
+    #[serde(default, deserialize_with = "lenient::stream_options")]
+    pub stream_options: Option<Option<bool>>,
+    /// `max_tokens` (Chat Completions, Anthropic).
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub max_tokens: Option<u64>,
+    /// `max_completion_tokens` (Chat Completions).
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub max_completion_tokens: Option<u64>,
+    /// `max_output_tokens` (Responses).
+    #[serde(default, deserialize_with = "lenient::u64")]
+    pub max_output_tokens: Option<u64>,
 }
 
 impl Head<'_> {
     /// The model, which is required.
     pub fn model(&self) -> Result<&str, GatewayError> {
         self.model.as_deref().filter(|m| !m.is_empty()).ok_or(GatewayError::MissingField("model"))
+    }
+
+    /// The most output tokens the request allows, if it says.
+    pub fn max_output(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens).or(self.max_output_tokens)
+    }
+
+    /// Whether this is a streamed chat completion without `stream_options.include_usage`: the
+    /// gateway then asks upstream for usage itself ([`with_include_usage`]) and removes the
+    /// usage chunk before it reaches the client.
+    pub fn needs_usage_forced(&self) -> bool {
+        self.stream == Some(true) && self.stream_options.flatten() != Some(true)
+    }
+}
+
+/// `body` with `stream_options.include_usage` set to true, every other field kept. Without a
+/// `stream_options` the field is spliced in after the opening brace (no parse, one copy).
+pub(crate) fn with_include_usage(body: &[u8], head: &Head<'_>) -> Result<Bytes, GatewayError> {
+    const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    if head.stream_options.is_none()
+        && let Some(open) = body.iter().position(|b| *b == b'{')
+    {
+        let mut spliced = Vec::with_capacity(body.len() + FIELD.len());
+        spliced.extend_from_slice(&body[..=open]);
+        spliced.extend_from_slice(FIELD);
+        spliced.extend_from_slice(&body[open + 1..]);
+        return Ok(Bytes::from(spliced));
+    }
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::InvalidRequest(format!("Request body must be a JSON object: {e}")))?;
+    let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+    if !options.is_object() {
+        *options = serde_json::json!({});
+    }
+    if let Some(options) = options.as_object_mut() {
+        options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+    }
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::InvalidRequest(format!("Request body could not be re-encoded: {e}")))
+}
+
+/// Lenient readers: the value when it has the expected type, `None` for anything else.
+mod lenient {
+    use serde::Deserializer;
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// What a lenient reader found.
+    enum Found {
+        U64(u64),
+        Bool(bool),
+        Object(Option<bool>),
+        Other,
+    }
+
+    struct Any;
+
+    impl<'de> Visitor<'de> for Any {
+        type Value = Found;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Found, E> {
+            Ok(Found::U64(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Found, E> {
+            Ok(u64::try_from(v).map_or(Found::Other, Found::U64))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Found, E> {
+            Ok(Found::Other)
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Found, E> {
+            Ok(Found::Bool(v))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Found, E> {
+            Ok(Found::Other)
+        }
+        fn visit_unit<E>(self) -> Result<Found, E> {
+            Ok(Found::Other)
+        }
+        fn visit_none<E>(self) -> Result<Found, E> {
+            Ok(Found::Other)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Found::Other)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+            let mut include_usage = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "include_usage" {
+                    if let Found::Bool(b) = map.next_value_seed(Seed)? {
+                        include_usage = Some(b);
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Found::Object(include_usage))
+        }
+    }
+
+    struct Seed;
+
+    impl<'de> serde::de::DeserializeSeed<'de> for Seed {
+        type Value = Found;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+            d.deserialize_any(Any)
+        }
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(match d.deserialize_any(Any)? {
+            Found::U64(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(match d.deserialize_any(Any)? {
+            Found::Bool(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// `Some(include_usage)` when `stream_options` is an object.
+    pub fn stream_options<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
+        Ok(match d.deserialize_any(Any)? {
+            Found::Object(include_usage) => Some(include_usage),
+            _ => None,
+        })
     }
 }
 
@@ -85,8 +238,14 @@ pub(crate) fn route<'a>(ctx: &Context<'a>, model: &str) -> Result<(&'a ProviderE
     Ok((provider, route))
 }
 
-/// The upstream call for a routed request to `uri`.
-pub(crate) fn call<'a>(ctx: &'a Context<'_>, provider: &'a ProviderEntry, route: Route, uri: &'a Uri) -> Call<'a> {
+/// The upstream call for a routed request to `uri`, carrying the request's meter.
+pub(crate) fn call<'a>(
+    ctx: &'a Context<'_>,
+    provider: &'a ProviderEntry,
+    route: Route,
+    uri: &'a Uri,
+    meter: Option<Meter>,
+) -> Call<'a> {
     Call {
         client: ctx.gateway.client(),
         provider,
@@ -94,7 +253,55 @@ pub(crate) fn call<'a>(ctx: &'a Context<'_>, provider: &'a ProviderEntry, route:
         uri,
         request_id: ctx.request_id,
         idle_timeout: ctx.gateway.settings.read_timeout,
+        meter,
+        strip_usage: false,
     }
+}
+
+/// Checks the caller's Budgets and starts metering a routed request (see
+/// [`crate::spend::meter`]); a 402 when a blocking Budget is spent.
+pub(crate) fn meter(
+    ctx: &Context<'_>,
+    route: Route,
+    model: &str,
+    wire: Wire,
+    head: &Head<'_>,
+    body_len: usize,
+    admission: Option<Admission>,
+) -> Result<(Meter, Option<HeaderValue>), GatewayError> {
+    let request = spend::meter::Request { route, model, wire, body_len, max_output: head.max_output() };
+    spend::meter::start(ctx.snapshot, ctx.caller.service_index, request, admission, ctx.now)
+}
+
+/// An answer made in-process (the mock provider), metered like an upstream's.
+pub(crate) fn metered_local(
+    ctx: &Context<'_>,
+    response: Response<Body>,
+    meter: Meter,
+    strip_usage: bool,
+) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = response.into_parts();
+    let mut call_meter = Some(meter);
+    let sse =
+        parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if let Some(m) = &mut call_meter {
+        m.answered(parts.status, sse);
+    }
+    let relay = Relay::metered(body, ctx.gateway.settings.read_timeout, call_meter, strip_usage && sse);
+    Response::from_parts(parts, relay.boxed_unsync())
+}
+
+/// The answer with the budget warning header, when there is one.
+pub(crate) fn warn(
+    result: Result<Response<Body>, GatewayError>,
+    warning: Option<HeaderValue>,
+) -> Result<Response<Body>, GatewayError> {
+    let mut response = result?;
+    if let Some(warning) = warning {
+        response.headers_mut().insert(spend::budget::WARNING_HEADER.clone(), warning);
+    }
+    Ok(response)
 }
 
 /// The body with `model` set, every other field kept.
@@ -125,6 +332,36 @@ mod tests {
         assert_eq!(parse_head(br#"{"model":"claude-x"}"#).unwrap().model().unwrap(), "claude-x");
         assert!(matches!(parse_head(br#"{"messages":[]}"#).unwrap().model(), Err(GatewayError::MissingField("model"))));
         assert!(matches!(parse_head(br#"{"model":""}"#).unwrap().model(), Err(GatewayError::MissingField("model"))));
+    }
+
+    #[test]
+    fn accounting_fields_are_read_leniently() {
+        let head = parse_head(
+            br#"{"model":"m","stream":true,"max_tokens":50,"stream_options":{"x":[1],"include_usage":false}}"#,
+        )
+        .unwrap();
+        assert_eq!((head.stream, head.max_output(), head.stream_options), (Some(true), Some(50), Some(Some(false))));
+        assert!(head.needs_usage_forced());
+        let odd = parse_head(
+            br#"{"model":"m","stream":"yes","max_tokens":-1,"max_output_tokens":2.5,"stream_options":null}"#,
+        )
+        .unwrap();
+        assert_eq!((odd.stream, odd.max_output(), odd.stream_options), (None, None, None));
+        let asked = parse_head(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert!(!asked.needs_usage_forced());
+        assert!(!parse_head(br#"{"model":"m"}"#).unwrap().needs_usage_forced());
+    }
+
+    #[test]
+    fn include_usage_is_spliced_in_or_merged() {
+        let body = br#" {"model":"m","stream":true}"#;
+        let spliced = with_include_usage(body, &parse_head(body).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"m","stream":true,"stream_options":{"include_usage":true}}));
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"other":1}}"#;
+        let merged = with_include_usage(body, &parse_head(body).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&merged).unwrap();
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage":true,"other":1}));
     }
 
     #[test]

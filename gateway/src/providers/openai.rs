@@ -12,7 +12,6 @@ use http_body_util::{BodyExt as _, Limited};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::models_cache::Listed;
-use crate::relay::Relay;
 use crate::upstream::Call;
 
 /// Client headers forwarded upstream; everything else (notably `authorization`) is dropped.
@@ -42,7 +41,7 @@ pub async fn forward(call: Call<'_>, body: Bytes, client_headers: &HeaderMap) ->
 
 /// [`forward`] with another method (`GET` and `DELETE` of stored responses).
 pub async fn forward_with(
-    call: Call<'_>,
+    mut call: Call<'_>,
     method: Method,
     body: Bytes,
     client_headers: &HeaderMap,
@@ -64,7 +63,7 @@ pub async fn forward_with(
     if let Some(v) = parts.headers.get("x-request-id") {
         headers.insert(&UPSTREAM_REQUEST_ID, v.clone());
     }
-    let mut response = Response::new(Relay::new(incoming, call.idle_timeout).boxed_unsync());
+    let mut response = Response::new(call.relay(&parts, incoming).boxed_unsync());
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)

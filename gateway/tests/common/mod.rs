@@ -145,6 +145,13 @@ stringData: {{apiKey: "{key}"}}
 /// An anthropic Provider `claude` at `base_url` (no `/v1`) with its key Secret, and
 /// [`identity`].
 pub fn anthropic_manifests(base_url: &str) -> String {
+    anthropic_provider(base_url, "") + &identity()
+}
+
+/// The anthropic Provider `claude` at `base_url` with its key Secret; `extra` is one more spec
+/// line or empty.
+pub fn anthropic_provider(base_url: &str, extra: &str) -> String {
+    let extra = if extra.is_empty() { String::new() } else { format!("  {extra}\n") };
     format!(
         r#"
 apiVersion: uprox.dev/v1alpha1
@@ -153,14 +160,14 @@ metadata: {{name: claude, namespace: team}}
 spec:
   type: anthropic
   baseUrl: "{base_url}"
-  keys: [{{label: main, secretRef: {{name: anthropic-key, key: apiKey}}}}]
+{extra}  keys: [{{label: main, secretRef: {{name: anthropic-key, key: apiKey}}}}]
 ---
 apiVersion: v1
 kind: Secret
 metadata: {{name: anthropic-key, namespace: team}}
 stringData: {{apiKey: "{PROVIDER_KEY}"}}
 "#
-    ) + &identity()
+    )
 }
 
 /// The `mock` Provider alone, and [`identity`].

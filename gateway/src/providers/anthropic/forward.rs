@@ -24,11 +24,11 @@ use crate::upstream::Call;
 pub(super) const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Sends one chat completion to Anthropic and answers in OpenAI's shape.
-pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body>, GatewayError> {
+pub async fn forward(mut call: Call<'_>, client_body: &[u8]) -> Result<Response<Body>, GatewayError> {
     let translated = translate_request(client_body)?;
     let request = call.request(Method::POST, translated.body);
     let (parts, incoming) = call.send(request).await?.into_parts();
-    let body = Relay::new(incoming, call.idle_timeout);
+    let body = call.relay(&parts, incoming);
 
     if !parts.status.is_success() {
         return Ok(error_response(&parts, body).await);

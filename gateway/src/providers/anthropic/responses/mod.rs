@@ -30,7 +30,6 @@ use super::{RawUsage, StopReason};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::providers::responses::{Incomplete, Status, usage_json};
-use crate::relay::Relay;
 use crate::upstream::Call;
 
 /// A translated request, ready to send to `/v1/messages`.
@@ -47,11 +46,11 @@ pub struct Translated {
 }
 
 /// Sends one Responses request to Anthropic and answers in the Responses shape.
-pub async fn forward(call: Call<'_>, client_body: &[u8]) -> Result<Response<Body>, GatewayError> {
+pub async fn forward(mut call: Call<'_>, client_body: &[u8]) -> Result<Response<Body>, GatewayError> {
     let Translated { body, stream, model, echo } = translate_request(client_body)?;
     let request = call.request(Method::POST, body);
     let (parts, incoming) = call.send(request).await?.into_parts();
-    let body = Relay::new(incoming, call.idle_timeout);
+    let body = call.relay(&parts, incoming);
     if !parts.status.is_success() {
         return Ok(error_response(&parts, body).await);
     }

@@ -1,0 +1,217 @@
+//! The meter of one request: created after routing (budgets checked, an estimate reserved),
+//! carried by the upstream call into the relay body, fed every frame the upstream sends, and
+//! settled exactly once — when the answer ends, fails, or the client goes away.
+//!
+//! Settling prices the usage the provider reported ([`UsageReader`]) at the price of the model
+//! the answer names (the requested model's price when that one has none; unpriced → $0,
+//! counted), adds the cost to the Service's meter, charges the tokens to the caller's
+//! tokens-per-minute limits, releases the concurrency slots and the budget reservations.
+//!
+//! When the answer was cut short (the client left mid-stream, the upstream broke off) or
+//! reported no usage, the tokens are estimated: the prompt from the request size (4 bytes a
+//! token, which over-counts JSON), the output from the number of stream events relayed (one
+//! token each for OpenAI streams) or the usage read so far (Anthropic reports the prompt first).
+//! Upstream errors (non-2xx) cost nothing.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use uprox_crds::prices::{Catalog, Price, Usage, cost};
+
+use super::budget;
+use super::scan::{UsageReader, Wire};
+use crate::error::GatewayError;
+use crate::limits::Admission;
+use crate::snapshot::{Route, Snapshot};
+
+/// Output tokens reserved for a request that sets no maximum.
+pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 4096;
+/// Request bytes per estimated prompt token.
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// What [`start`] needs to know about a request.
+pub struct Request<'a> {
+    /// The routed provider and key.
+    pub route: Route,
+    /// The requested model (or Azure deployment).
+    pub model: &'a str,
+    /// The upstream wire format of the answer.
+    pub wire: Wire,
+    /// Size of the request body sent upstream.
+    pub body_len: usize,
+    /// The request's output maximum (`max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens`), if any.
+    pub max_output: Option<u64>,
+}
+
+/// See the module documentation.
+pub struct Meter {
+    snapshot: Arc<Snapshot>,
+    service: usize,
+    provider: usize,
+    wire: Wire,
+    requested: Box<str>,
+    price: Option<Price>,
+    prompt_estimate: u64,
+    reserved: u64,
+    reader: Option<UsageReader>,
+    /// The answer is an event stream.
+    sse: bool,
+    /// SSE events relayed (data lines), for estimates.
+    events: u64,
+    bytes: u64,
+    /// The upstream answered 2xx.
+    ok: bool,
+    /// The upstream body ended normally.
+    completed: bool,
+    admission: Option<Admission>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter").field("service", &self.service).field("model", &self.requested).finish()
+    }
+}
+
+/// The built-in price catalog (empty if it failed to load, which a test rules out).
+pub fn catalog() -> &'static Catalog {
+    static EMPTY: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+    Catalog::builtin().unwrap_or_else(|_| EMPTY.get_or_init(Catalog::default))
+}
+
+/// Checks the caller's Budgets and starts metering a request of Service `service`: `Err` with
+/// 402 when a blocking Budget is spent; otherwise the meter, holding `admission` and a
+/// reservation, and a warning header to send when a Budget is past a threshold.
+pub fn start(
+    snapshot: &Arc<Snapshot>,
+    service: usize,
+    request: Request<'_>,
+    admission: Option<Admission>,
+    now: i64,
+) -> Result<(Meter, Option<HeaderValue>), GatewayError> {
+    let warning = budget::check(snapshot, service, now).map_err(GatewayError::BudgetExceeded)?;
+    let provider = &snapshot.providers[request.route.provider];
+    let price = provider.config.price(catalog(), request.model).copied();
+    let prompt_estimate = request.body_len as u64 / BYTES_PER_TOKEN;
+    let budgets = &snapshot.services[service].budgets;
+    let reserved = if budgets.is_empty() {
+        0
+    } else {
+        let output = match request.wire {
+            Wire::OpenAiEmbeddings => 0,
+            _ => request.max_output.unwrap_or(DEFAULT_OUTPUT_ESTIMATE),
+        };
+        let estimate = cost(price.as_ref(), &Usage { input: prompt_estimate, output, ..Usage::default() });
+        let pico = u64::try_from(estimate.pico_usd).unwrap_or(u64::MAX);
+        for &b in budgets.iter() {
+            snapshot.budgets[b].meter.reserve(pico);
+        }
+        pico
+    };
+    let meter = Meter {
+        snapshot: snapshot.clone(),
+        service,
+        provider: request.route.provider,
+        wire: request.wire,
+        requested: request.model.into(),
+        price,
+        prompt_estimate,
+        reserved,
+        reader: None,
+        sse: false,
+        events: 0,
+        bytes: 0,
+        ok: false,
+        completed: false,
+        admission,
+        settled: false,
+    };
+    Ok((meter, warning))
+}
+
+static DATA_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"data:"));
+
+impl Meter {
+    /// The upstream answered with `status`; its body is SSE when `sse`.
+    pub fn answered(&mut self, status: http::StatusCode, sse: bool) {
+        self.ok = status.is_success();
+        self.sse = sse;
+        if self.ok {
+            self.reader = Some(UsageReader::new(self.wire, sse));
+        }
+    }
+
+    /// The wire format of the answer.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
+    /// One frame of the upstream body.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        if let Some(reader) = &mut self.reader {
+            reader.feed(data);
+            if self.sse {
+                self.events += DATA_LINE.find_iter(data).count() as u64;
+            }
+        }
+    }
+
+    /// The upstream body ended normally.
+    pub fn completed(&mut self) {
+        self.completed = true;
+        self.settle();
+    }
+
+    /// The tokens to charge: as reported, else estimated (see the module documentation).
+    fn usage(&self) -> Option<Usage> {
+        if !self.ok || self.bytes == 0 {
+            return None;
+        }
+        let read = self.reader.as_ref().and_then(UsageReader::usage);
+        match read {
+            Some(usage) if self.completed => Some(usage),
+            read => {
+                let mut usage = read.unwrap_or_default();
+                if usage.prompt_tokens() == 0 {
+                    usage.input = self.prompt_estimate;
+                }
+                usage.output = usage.output.max(self.events);
+                Some(usage)
+            }
+        }
+    }
+
+    /// Prices and records the request, releases what it held. Runs once.
+    pub fn settle(&mut self) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let snapshot = &self.snapshot;
+        if let Some(usage) = self.usage() {
+            let provider = &snapshot.providers[self.provider].config;
+            let reported = self.reader.as_ref().and_then(UsageReader::model).filter(|m| *m != &*self.requested);
+            let (price, model) = match reported.and_then(|m| provider.price(catalog(), m).map(|p| (p, m))) {
+                Some((price, model)) => (Some(price), model),
+                None => (self.price.as_ref(), reported.unwrap_or(&self.requested)),
+            };
+            let cost = cost(price, &usage);
+            snapshot.services[self.service].meter.charge(cost.pico_usd, price.is_none().then_some(model));
+            if let Some(admission) = &self.admission {
+                admission.charge(usage.total_tokens());
+            }
+        }
+        for &b in snapshot.services[self.service].budgets.iter() {
+            snapshot.budgets[b].meter.release(self.reserved);
+        }
+        self.admission = None;
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}

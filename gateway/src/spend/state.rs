@@ -1,0 +1,325 @@
+//! The spend state of one gateway process, kept across snapshots like the rate limiters.
+//!
+//! - A [`ServiceMeter`] per Service: the spend the shared ledger showed at the last read (the
+//!   *view*, per window) and this replica's spend not yet in that view (*pending*). Costing a
+//!   request adds to `pending` with one atomic add.
+//! - A [`BudgetMeter`] per Budget: the estimates reserved by its requests in flight.
+//! - [`Spend`], their registry: consulted when a snapshot is installed and by the flusher,
+//!   never by a request.
+//!
+//! A Service's spend in a window is `view + pending`; a Budget's is the sum over its Services
+//! plus its reservations. The flusher adds `pending` to the ledger, installs the ledger it got
+//! back as the new view, and only then subtracts what it wrote from `pending`, so between the
+//! two steps spend is counted twice (briefly too high) and never missed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use uprox_crds::common::ObjectId;
+use uprox_crds::prices::PICO_PER_MICRO;
+use uprox_crds::usage::{Delta, Ledger, ServiceDelta, Windows, service_key};
+
+/// The spend of one Service.
+#[derive(Debug)]
+pub struct ServiceMeter {
+    /// `namespace/name`, its key in the ledger.
+    pub key: String,
+    /// Pico-USD spent here and not yet in the view.
+    pending_pico: AtomicU64,
+    /// Requests costed here and not yet written.
+    pending_requests: AtomicU64,
+    /// The view's day (days since the epoch) and month (`year * 12 + month`) keys.
+    view_day: AtomicI64,
+    view_month: AtomicI64,
+    /// The view's spend in those windows, micro-USD rounded up.
+    view_day_micro: AtomicU64,
+    view_month_micro: AtomicU64,
+    /// Requests to models without a price, not yet written. Touched only when such a request
+    /// ends, which a correctly priced setup never does.
+    unpriced: Mutex<BTreeMap<String, u64>>,
+    /// Pico-USD costed by this process since it started (for metrics).
+    total_pico: AtomicU64,
+}
+
+/// `year * 12 + month`: a month key that compares as time does.
+fn month_number(at: &Windows) -> i64 {
+    at.year * 12 + i64::from(at.month)
+}
+
+impl ServiceMeter {
+    /// A meter outside any registry (a snapshot not installed yet).
+    pub fn detached(id: &ObjectId) -> Self {
+        Self::new(service_key(&id.namespace, &id.name))
+    }
+
+    fn new(key: String) -> Self {
+        Self {
+            key,
+            pending_pico: AtomicU64::new(0),
+            pending_requests: AtomicU64::new(0),
+            view_day: AtomicI64::new(i64::MIN),
+            view_month: AtomicI64::new(i64::MIN),
+            view_day_micro: AtomicU64::new(0),
+            view_month_micro: AtomicU64::new(0),
+            unpriced: Mutex::new(BTreeMap::new()),
+            total_pico: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds one costed request. `unpriced` names the model when it had no price.
+    pub fn charge(&self, pico_usd: u128, unpriced: Option<&str>) {
+        let pico = u64::try_from(pico_usd).unwrap_or(u64::MAX);
+        self.pending_pico.fetch_add(pico, Ordering::Relaxed);
+        self.pending_requests.fetch_add(1, Ordering::Relaxed);
+        self.total_pico.fetch_add(pico, Ordering::Relaxed);
+        if let Some(model) = unpriced {
+            let mut map = self.unpriced.lock().unwrap_or_else(PoisonError::into_inner);
+            match map.get_mut(model) {
+                Some(n) => *n += 1,
+                None => {
+                    map.insert(model.to_owned(), 1);
+                }
+            }
+        }
+    }
+
+    /// Spend in the windows `at`, `(day, month)` in pico-USD: the view (zero when it is of an
+    /// earlier window) plus pending.
+    pub fn spent(&self, at: &Windows) -> (u128, u128) {
+        let pending = u128::from(self.pending_pico.load(Ordering::Relaxed));
+        let view = |key: &AtomicI64, micro: &AtomicU64, current: i64| {
+            if key.load(Ordering::Acquire) == current {
+                u128::from(micro.load(Ordering::Relaxed)) * PICO_PER_MICRO
+            } else {
+                0
+            }
+        };
+        (
+            view(&self.view_day, &self.view_day_micro, at.day) + pending,
+            view(&self.view_month, &self.view_month_micro, month_number(at)) + pending,
+        )
+    }
+
+    /// Pico-USD costed by this process since it started.
+    pub fn total_pico(&self) -> u64 {
+        self.total_pico.load(Ordering::Relaxed)
+    }
+
+    fn install_view(&self, ledger: &Ledger, at: &Windows) {
+        let (day, month) = ledger.spent(&self.key, at);
+        let micro = |pico: u128| u64::try_from(pico.div_ceil(PICO_PER_MICRO)).unwrap_or(u64::MAX);
+        // Amounts first, then the window keys that make them count.
+        self.view_day_micro.store(micro(day), Ordering::Relaxed);
+        self.view_month_micro.store(micro(month), Ordering::Relaxed);
+        self.view_day.store(at.day, Ordering::Release);
+        self.view_month.store(month_number(at), Ordering::Release);
+    }
+}
+
+/// The reservations of one Budget.
+#[derive(Debug, Default)]
+pub struct BudgetMeter {
+    reserved_pico: AtomicU64,
+}
+
+impl BudgetMeter {
+    /// Pico-USD reserved by requests in flight.
+    pub fn reserved(&self) -> u128 {
+        u128::from(self.reserved_pico.load(Ordering::Relaxed))
+    }
+
+    /// Reserves `pico` for a request in flight.
+    pub fn reserve(&self, pico: u64) {
+        self.reserved_pico.fetch_add(pico, Ordering::Relaxed);
+    }
+
+    /// Releases a reservation made with [`reserve`](Self::reserve).
+    pub fn release(&self, pico: u64) {
+        // Never below zero, even if a reload swapped meters under a request.
+        let _ =
+            self.reserved_pico.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| Some(now.saturating_sub(pico)));
+    }
+}
+
+/// What one flush takes from the meters: the delta to write, and per meter what to subtract
+/// from `pending` once it is written.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// The ledger delta.
+    pub delta: Delta,
+    taken: Vec<(Arc<ServiceMeter>, u64, u64)>,
+}
+
+/// The registry of meters.
+#[derive(Debug, Default)]
+pub struct Spend {
+    services: Mutex<HashMap<ObjectId, Arc<ServiceMeter>>>,
+    budgets: Mutex<HashMap<ObjectId, Arc<BudgetMeter>>>,
+    /// The revision of the installed view.
+    revision: AtomicU64,
+    /// The installed view and when it was installed, for meters created later.
+    last: Mutex<Option<(Arc<Ledger>, i64)>>,
+}
+
+impl Spend {
+    /// The meter of Service `id`, created on first use.
+    pub fn service(&self, id: &ObjectId) -> Arc<ServiceMeter> {
+        let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        services
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let meter = ServiceMeter::new(service_key(&id.namespace, &id.name));
+                if let Some((ledger, at)) = &*self.last.lock().unwrap_or_else(PoisonError::into_inner) {
+                    meter.install_view(ledger, &Windows::at(*at));
+                }
+                Arc::new(meter)
+            })
+            .clone()
+    }
+
+    /// The meter of Budget `id`, created on first use.
+    pub fn budget(&self, id: &ObjectId) -> Arc<BudgetMeter> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        budgets.entry(id.clone()).or_default().clone()
+    }
+
+    /// Forgets the meters of Services and Budgets no longer configured once they have nothing
+    /// left to write.
+    pub fn retain(&self, services: &[ObjectId], budgets: &[ObjectId]) {
+        let keep: std::collections::HashSet<&ObjectId> = services.iter().collect();
+        self.services.lock().unwrap_or_else(PoisonError::into_inner).retain(|id, meter| {
+            keep.contains(id)
+                || meter.pending_pico.load(Ordering::Relaxed) > 0
+                || meter.pending_requests.load(Ordering::Relaxed) > 0
+        });
+        let keep: std::collections::HashSet<&ObjectId> = budgets.iter().collect();
+        self.budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, meter| keep.contains(id) || meter.reserved() > 0);
+    }
+
+    fn all(&self) -> Vec<Arc<ServiceMeter>> {
+        self.services.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// Takes what the meters have not written yet (they keep counting it until
+    /// [`written`](Self::written)).
+    pub fn collect(&self) -> Collected {
+        let mut collected = Collected::default();
+        for meter in self.all() {
+            let pico = meter.pending_pico.load(Ordering::Relaxed);
+            let requests = meter.pending_requests.load(Ordering::Relaxed);
+            let unpriced = std::mem::take(&mut *meter.unpriced.lock().unwrap_or_else(PoisonError::into_inner));
+            if pico == 0 && requests == 0 && unpriced.is_empty() {
+                continue;
+            }
+            collected
+                .delta
+                .services
+                .insert(meter.key.clone(), ServiceDelta { pico_usd: u128::from(pico), requests, unpriced });
+            collected.taken.push((meter, pico, requests));
+        }
+        collected
+    }
+
+    /// A collected delta is in the ledger `ledger`: installs it as the view, then stops
+    /// counting the delta as pending.
+    pub fn written(&self, collected: Collected, ledger: &Ledger, now: i64) {
+        self.install(ledger, now);
+        for (meter, pico, requests) in collected.taken {
+            meter.pending_pico.fetch_sub(pico, Ordering::Relaxed);
+            meter.pending_requests.fetch_sub(requests, Ordering::Relaxed);
+        }
+    }
+
+    /// A collected delta could not be written: its unpriced counts go back to the meters (the
+    /// spend never left them).
+    pub fn unwritten(&self, collected: Collected) {
+        for (meter, _, _) in &collected.taken {
+            if let Some(add) = collected.delta.services.get(&meter.key) {
+                let mut map = meter.unpriced.lock().unwrap_or_else(PoisonError::into_inner);
+                for (model, n) in &add.unpriced {
+                    *map.entry(model.clone()).or_default() += n;
+                }
+            }
+        }
+    }
+
+    /// Installs `ledger` as every meter's view, unless a newer one is installed already.
+    /// Returns whether it was installed.
+    pub fn install(&self, ledger: &Ledger, now: i64) -> bool {
+        if ledger.revision < self.revision.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.revision.store(ledger.revision, Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((Arc::new(ledger.clone()), now));
+        let at = Windows::at(now);
+        for meter in self.all() {
+            meter.install_view(ledger, &at);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const NOW: i64 = 1_795_802_400;
+
+    #[test]
+    fn spend_is_view_plus_pending_and_never_missed_across_a_flush() {
+        let spend = Spend::default();
+        let id = ObjectId::new("team", "svc");
+        let meter = spend.service(&id);
+        let at = Windows::at(NOW);
+        meter.charge(1_500_000, None);
+        assert_eq!(meter.spent(&at), (1_500_000, 1_500_000));
+
+        let collected = spend.collect();
+        meter.charge(1_000_000, Some("mystery"));
+        let mut ledger = Ledger::new();
+        assert!(ledger.apply("me", 1, &collected.delta, NOW));
+        spend.written(collected, &ledger, NOW);
+        // The view has 1.5 µUSD rounded up to 2 µUSD; pending keeps the later charge.
+        assert_eq!(meter.spent(&at), (3_000_000, 3_000_000));
+
+        let collected = spend.collect();
+        assert_eq!(collected.delta.services["team/svc"].unpriced["mystery"], 1);
+        spend.unwritten(collected);
+        assert_eq!(spend.collect().delta.services["team/svc"].unpriced["mystery"], 1, "kept for the next write");
+    }
+
+    #[test]
+    fn a_view_of_another_window_counts_nothing() {
+        let spend = Spend::default();
+        let meter = spend.service(&ObjectId::new("team", "svc"));
+        let mut ledger = Ledger::new();
+        ledger.apply("other", 1, &spend_delta("team/svc", 5_000_000), NOW);
+        assert!(spend.install(&ledger, NOW));
+        assert_eq!(meter.spent(&Windows::at(NOW)), (5_000_000, 5_000_000));
+        assert_eq!(meter.spent(&Windows::at(NOW + 86_400)), (0, 5_000_000), "the next day, same month");
+        let older = Ledger::new();
+        assert!(!spend.install(&older, NOW), "an older revision is not installed");
+    }
+
+    #[test]
+    fn reservations_never_go_negative() {
+        let budget = BudgetMeter::default();
+        budget.reserve(10);
+        budget.release(25);
+        assert_eq!(budget.reserved(), 0);
+    }
+
+    fn spend_delta(service: &str, pico: u128) -> Delta {
+        Delta {
+            services: BTreeMap::from([(
+                service.to_owned(),
+                ServiceDelta { pico_usd: pico, requests: 1, unpriced: BTreeMap::new() },
+            )]),
+        }
+    }
+}
