@@ -12,9 +12,9 @@
 //!
 //! Enforcement is the gateway's: this module only reports.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Event, EventType};
 use uprox_crds::budget::{BudgetAction, Threshold};
 use uprox_crds::conditions::{self, EXCEEDED, PRICED, SPEND_KNOWN, WARNING, reason};
@@ -142,91 +142,26 @@ pub fn evaluate(
             resets_at: rfc3339(at.month_resets_at()),
         },
     ];
-    let [daily, monthly] = &windows;
     let generation = budget.metadata.generation;
     let action = budget.spec.action;
 
     let current = |a: &BudgetAlert| windows.iter().any(|w| w.window == a.window && w.period == a.period);
     let known: BTreeSet<BudgetAlert> = base.alerts.iter().chain(remembered).filter(|a| current(a)).cloned().collect();
-    let mut alerts = known.clone();
-    let mut reached = Vec::new();
-    let mut events = Vec::new();
     let levels = levels(budget);
-    for w in &windows {
-        let record = |threshold| BudgetAlert { window: w.window, period: w.period.clone(), threshold };
-        let fresh: Vec<BudgetAlert> =
-            levels.iter().filter(|t| w.reached(**t)).map(|t| record(*t)).filter(|a| !known.contains(a)).collect();
-        let highest_known = known.iter().filter(|a| a.window == w.window).map(|a| a.threshold).max();
-        if let Some(top) = fresh.iter().map(|a| a.threshold).max()
-            && highest_known.is_none_or(|h| top > h)
-        {
-            events.push(alert_event(w, top, action));
-        }
-        alerts.extend(fresh.iter().cloned());
-        reached.extend(fresh);
-    }
+    let (alerts, reached, events) = announce(&windows, &levels, known, action);
 
     let mut conds = base.conditions.clone();
-    let set = |conds: &mut Vec<Condition>, type_: &str, ok: bool, why: &str, message: String| {
-        conditions::upsert(conds, conditions::new(type_, ok, why, message, generation, now.clone()));
-    };
-    let warned: Vec<String> = windows
-        .iter()
-        .filter(|w| !w.exceeded())
-        .filter_map(|w| {
-            let top = levels.iter().rev().find(|t| **t < 100 && w.reached(**t))?;
-            Some(format!("{} (alert threshold {top}%); resets at {}", w.describe(), w.resets_at))
-        })
-        .collect();
-    if warned.is_empty() {
-        let message = "no window has reached an alert threshold below its ceiling".to_owned();
-        set(&mut conds, WARNING, false, reason::BELOW_THRESHOLDS, message);
-    } else {
-        set(&mut conds, WARNING, true, reason::THRESHOLD_REACHED, warned.join("; "));
+    for (type_, ok, why, message) in
+        [warning(&windows, &levels), exceeded(&windows, action), priced(&spend.unpriced), spend_known(ledger, location)]
+    {
+        conditions::upsert(&mut conds, conditions::new(type_, ok, why, message, generation, now.clone()));
     }
-    let exceeded: Vec<String> = windows.iter().filter(|w| w.exceeded()).map(|w| w.describe_exceeded(action)).collect();
-    if exceeded.is_empty() {
-        set(&mut conds, EXCEEDED, false, reason::WITHIN_LIMITS, "every window is below its ceiling".to_owned());
-    } else {
-        set(&mut conds, EXCEEDED, true, reason::LIMIT_REACHED, exceeded.join("; "));
-    }
-    if spend.unpriced.is_empty() {
-        set(&mut conds, PRICED, true, reason::PRICED, "every request counted this month had a price".to_owned());
-    } else {
-        let total: u64 = spend.unpriced.values().sum();
-        let models: Vec<String> = spend.unpriced.iter().map(|(m, n)| format!("{m} ({n})")).collect();
-        let message = format!(
-            "{total} requests this month went to models without a price and were counted at $0: {}; add \
-             spec.prices for these models on their Provider so that they count against this Budget",
-            models.join(", ")
-        );
-        set(&mut conds, PRICED, false, reason::UNPRICED_MODELS, message);
-    }
-    let (known_ok, why, message) = match ledger {
-        LedgerRead::Read(_) => {
-            (true, reason::LEDGER_READ, format!("spend read from the usage ledger ConfigMap {location}"))
-        }
-        LedgerRead::Absent => (
-            true,
-            reason::NO_USAGE_YET,
-            format!(
-                "no usage recorded yet: the usage ledger ConfigMap {location} does not exist until a gateway costs a request"
-            ),
-        ),
-        LedgerRead::Unreadable(error) => (
-            false,
-            reason::LEDGER_UNREADABLE,
-            format!(
-                "the usage ledger ConfigMap {location} cannot be read ({error}); spend shows $0 until a gateway writes it again"
-            ),
-        ),
-    };
-    set(&mut conds, SPEND_KNOWN, known_ok, why, message);
 
     let usd = |pico: u128| Cost::from_pico_usd(pico).usd_rounded(6);
     let as_f64 = |pico: u128| pico as f64 / 1e12;
     let gauges =
         windows.iter().map(|w| (w.window, as_f64(w.spent), w.limit.as_ref().map(|(l, _)| as_f64(*l)))).collect();
+    let [daily, monthly] = &windows;
     let status = BudgetStatus {
         daily_spend_usd: Some(usd(daily.spent)),
         monthly_spend_usd: Some(usd(monthly.spent)),
@@ -241,6 +176,105 @@ pub fn evaluate(
         ..base
     };
     Evaluation { status, reached, events, gauges }
+}
+
+/// A condition as `(type, ok, reason, message)`.
+type Verdict = (&'static str, bool, &'static str, String);
+
+/// The levels reached for the first time in their window, recorded with those already
+/// `known`; one Event per window for the highest, unless a higher one was announced already.
+/// Returns every record of the current windows, the new ones, and the Events.
+fn announce(
+    windows: &[Window],
+    levels: &BTreeSet<Threshold>,
+    known: BTreeSet<BudgetAlert>,
+    action: BudgetAction,
+) -> (BTreeSet<BudgetAlert>, Vec<BudgetAlert>, Vec<Event>) {
+    let mut alerts = known.clone();
+    let mut reached = Vec::new();
+    let mut events = Vec::new();
+    for w in windows {
+        let record = |threshold| BudgetAlert { window: w.window, period: w.period.clone(), threshold };
+        let fresh: Vec<BudgetAlert> =
+            levels.iter().filter(|t| w.reached(**t)).map(|t| record(*t)).filter(|a| !known.contains(a)).collect();
+        let highest_known = known.iter().filter(|a| a.window == w.window).map(|a| a.threshold).max();
+        if let Some(top) = fresh.iter().map(|a| a.threshold).max()
+            && highest_known.is_none_or(|h| top > h)
+        {
+            events.push(alert_event(w, top, action));
+        }
+        alerts.extend(fresh.iter().cloned());
+        reached.extend(fresh);
+    }
+    (alerts, reached, events)
+}
+
+/// `Warning`: a window reached a threshold below its ceiling, but not the ceiling.
+fn warning(windows: &[Window], levels: &BTreeSet<Threshold>) -> Verdict {
+    let warned: Vec<String> = windows
+        .iter()
+        .filter(|w| !w.exceeded())
+        .filter_map(|w| {
+            let top = levels.iter().rev().find(|t| **t < 100 && w.reached(**t))?;
+            Some(format!("{} (alert threshold {top}%); resets at {}", w.describe(), w.resets_at))
+        })
+        .collect();
+    if warned.is_empty() {
+        let message = "no window has reached an alert threshold below its ceiling".to_owned();
+        (WARNING, false, reason::BELOW_THRESHOLDS, message)
+    } else {
+        (WARNING, true, reason::THRESHOLD_REACHED, warned.join("; "))
+    }
+}
+
+/// `Exceeded`: a window's spend reached its ceiling.
+fn exceeded(windows: &[Window], action: BudgetAction) -> Verdict {
+    let exceeded: Vec<String> = windows.iter().filter(|w| w.exceeded()).map(|w| w.describe_exceeded(action)).collect();
+    if exceeded.is_empty() {
+        (EXCEEDED, false, reason::WITHIN_LIMITS, "every window is below its ceiling".to_owned())
+    } else {
+        (EXCEEDED, true, reason::LIMIT_REACHED, exceeded.join("; "))
+    }
+}
+
+/// `Priced`: false when requests this month went to models without a price.
+fn priced(unpriced: &BTreeMap<String, u64>) -> Verdict {
+    if unpriced.is_empty() {
+        return (PRICED, true, reason::PRICED, "every request counted this month had a price".to_owned());
+    }
+    let total: u64 = unpriced.values().sum();
+    let models: Vec<String> = unpriced.iter().map(|(m, n)| format!("{m} ({n})")).collect();
+    let message = format!(
+        "{total} requests this month went to models without a price and were counted at $0: {}; add spec.prices \
+         for these models on their Provider so that they count against this Budget",
+        models.join(", ")
+    );
+    (PRICED, false, reason::UNPRICED_MODELS, message)
+}
+
+/// `SpendKnown`: whether the ledger could be read.
+fn spend_known(ledger: &LedgerRead, location: &str) -> Verdict {
+    match ledger {
+        LedgerRead::Read(_) => {
+            (SPEND_KNOWN, true, reason::LEDGER_READ, format!("spend read from the usage ledger ConfigMap {location}"))
+        }
+        LedgerRead::Absent => (
+            SPEND_KNOWN,
+            true,
+            reason::NO_USAGE_YET,
+            format!(
+                "no usage recorded yet: the usage ledger ConfigMap {location} is written once a gateway costs a request"
+            ),
+        ),
+        LedgerRead::Unreadable(error) => (
+            SPEND_KNOWN,
+            false,
+            reason::LEDGER_UNREADABLE,
+            format!(
+                "the usage ledger ConfigMap {location} cannot be read ({error}); spend shows $0 until a gateway writes it again"
+            ),
+        ),
+    }
 }
 
 /// The Event announcing that window `w` reached level `threshold`.
