@@ -41,6 +41,9 @@ use crate::status_writer::{self, WithStatus};
 use crate::stores::Stores;
 use crate::tokens::{self, Issue};
 
+/// How long the first pass waits for the usage ledger to be listed.
+const LEDGER_SYNC_WAIT: Duration = Duration::from_secs(5);
+
 /// Tunables of the loop.
 #[derive(Clone, Debug)]
 pub struct Timing {
@@ -150,6 +153,9 @@ impl Reconciler {
         let mut watches = JoinSet::new();
         let ledger_changed = Arc::new(Notify::new());
         self.ledger = Some(LedgerWatch::start(&self.client, self.outputs.namespace(), &ledger_changed, &mut watches));
+        // The first pass should see the spend; a ledger that cannot be listed (RBAC, say) only
+        // delays it: the Budgets are evaluated once the ledger arrives.
+        let _ = tokio::time::timeout(LEDGER_SYNC_WAIT, ledger_changed.notified()).await;
         let mut schedule = BudgetSchedule::new(
             self.timing.budget_interval,
             self.timing.quiet,

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::runtime::events::{Recorder, Reporter};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use uprox_crds::budget::{BudgetAction, Usd};
 use uprox_crds::usage::{Delta, Ledger, ServiceDelta};
 use uprox_crds::{Budget, BudgetSpec, BudgetStatus, Service, ServiceSpec};
 use uprox_operator::metrics::Metrics;
 use uprox_operator::outputs::Outputs;
-use uprox_operator::reconciler::{Reconciler, Timing};
+use uprox_operator::reconciler::{PassReport, Reconciler, Timing};
 use uprox_operator::stores::{Scope, Stores};
 use uprox_testkit::apiserver::FakeApiServer;
 
@@ -71,41 +71,64 @@ fn condition(status: &BudgetStatus, type_: &str) -> Option<(String, String)> {
     status.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.message.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn budget_status_follows_the_ledger_with_one_event_per_level() {
-    let api = FakeApiServer::start().await;
-    let client = api.client();
-    let mut service = Service::new("app", ServiceSpec::default());
-    service.metadata.namespace = Some("team".into());
-    api.put(&service);
+/// The operator's reconcile loop against `api`, until dropped (as a restart or a new leader).
+struct Operator {
+    metrics: Metrics,
+    reports: watch::Receiver<Option<Arc<PassReport>>>,
+    _tasks: JoinSet<()>,
+}
+
+impl Operator {
+    async fn start(api: &FakeApiServer) -> Self {
+        let client = api.client();
+        let mut tasks = JoinSet::new();
+        let dirty = Arc::new(Notify::new());
+        let stores = Stores::start(&client, &Scope::default(), &dirty, &mut tasks);
+        let outputs = Outputs::open(client.clone(), GATEWAY).await.unwrap();
+        let reporter = Reporter { controller: "uprox-operator".into(), instance: Some("test".into()) };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let metrics = Metrics::new().unwrap();
+        let timing = Timing { budget_interval: Duration::from_millis(300), ..Timing::default() };
+        let reconciler = Reconciler::new(client, stores, outputs, Some(recorder), metrics.clone(), timing, dirty);
+        let reports = reconciler.reports();
+        tasks.spawn(reconciler.run());
+        Self { metrics, reports, _tasks: tasks }
+    }
+}
+
+fn daily_budget(action: BudgetAction, monthly: Option<&str>) -> Budget {
     let mut budget = Budget::new(
         "team-budget",
         BudgetSpec {
             services: vec!["app".into()],
             daily_usd: Some(Usd("10".into())),
-            monthly_usd: Some(Usd("300".into())),
+            monthly_usd: monthly.map(|m| Usd(m.into())),
             alert_thresholds: vec![80, 100],
-            action: BudgetAction::Block,
+            action,
         },
     );
     budget.metadata.namespace = Some("team".into());
-    api.put(&budget);
-    api.put(&ledger(&[5 * USD, 3 * USD + USD / 2]));
+    budget
+}
 
-    let mut tasks = JoinSet::new();
-    let dirty = Arc::new(Notify::new());
-    let stores = Stores::start(&client, &Scope::default(), &dirty, &mut tasks);
-    let outputs = Outputs::open(client.clone(), GATEWAY).await.unwrap();
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: "uprox-operator".into(), instance: Some("test".into()) });
-    let metrics = Metrics::new().unwrap();
-    let timing = Timing { budget_interval: Duration::from_millis(300), ..Timing::default() };
-    let reconciler = Reconciler::new(client, stores, outputs, Some(recorder), metrics.clone(), timing, dirty);
-    let mut reports = reconciler.reports();
-    tasks.spawn(reconciler.run());
+/// Waits until today's spend is `percent` of the ceiling.
+async fn percent(api: &FakeApiServer, percent: u32) -> BudgetStatus {
+    let what = format!("the daily spend at {percent}%");
+    eventually(&what, || Some(status(api)).filter(|s| s.daily_percent == Some(percent))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_status_follows_the_ledger_with_one_event_per_level() {
+    let api = FakeApiServer::start().await;
+    let mut service = Service::new("app", ServiceSpec::default());
+    service.metadata.namespace = Some("team".into());
+    api.put(&service);
+    api.put(&daily_budget(BudgetAction::Block, Some("300")));
+    api.put(&ledger(&[5 * USD, 3 * USD + USD / 2]));
+    let operator = Operator::start(&api).await;
 
     // 85% of the daily ceiling: spend, percent, Warning, and one threshold Event.
-    let s = eventually("the spend in the status", || Some(status(&api)).filter(|s| s.daily_percent == Some(85))).await;
+    let s = percent(&api, 85).await;
     assert_eq!(s.daily_spend_usd.as_deref(), Some("8.500000"));
     assert_eq!(s.daily_usage.as_deref(), Some("$8.50/$10 (85%)"));
     assert_eq!(s.monthly_percent, Some(2));
@@ -121,9 +144,17 @@ async fn budget_status_follows_the_ledger_with_one_event_per_level() {
     assert_eq!(events[0].0, "BudgetThreshold");
     assert!(events[0].1.contains("85% of the $10 limit"), "{}", events[0].1);
 
+    // A new operator (a restart, a new leader) reads what was announced from the status.
+    drop(operator);
+    let operator = Operator::start(&api).await;
+    let (metrics, mut reports) = (operator.metrics.clone(), operator.reports.clone());
+    api.put(&ledger(&[5 * USD, 4 * USD]));
+    percent(&api, 90).await;
+    assert_eq!(budget_events(&api).len(), 1, "a restart must not announce a level again");
+
     // Over the ceiling: Exceeded, and one more Event.
-    api.put(&ledger(&[5 * USD, 3 * USD + USD / 2, 2 * USD]));
-    let s = eventually("the exceeded status", || Some(status(&api)).filter(|s| s.daily_percent == Some(105))).await;
+    api.put(&ledger(&[5 * USD, 4 * USD, 3 * USD / 2]));
+    let s = percent(&api, 105).await;
     let (exceeded, message) = condition(&s, "Exceeded").unwrap();
     assert_eq!(exceeded, "True");
     assert!(message.contains("HTTP 402"), "{message}");
@@ -133,10 +164,10 @@ async fn budget_status_follows_the_ledger_with_one_event_per_level() {
     // More spend: the Budgets alone are evaluated, nothing is compiled (a pass still due from
     // start-up, on a slow machine, is the one allowed).
     let compiles = metrics.compiles.get();
-    api.put(&ledger(&[5 * USD, 3 * USD + USD / 2, 2 * USD, USD / 2]));
-    eventually("the new spend", || Some(status(&api)).filter(|s| s.daily_percent == Some(110))).await;
-    api.put(&ledger(&[5 * USD, 3 * USD + USD / 2, 2 * USD, USD]));
-    eventually("the new spend", || Some(status(&api)).filter(|s| s.daily_percent == Some(115))).await;
+    api.put(&ledger(&[5 * USD, 4 * USD, 2 * USD]));
+    percent(&api, 110).await;
+    api.put(&ledger(&[5 * USD, 4 * USD, 2 * USD, USD / 2]));
+    percent(&api, 115).await;
     assert!(metrics.compiles.get() <= compiles + 1, "a ledger change must not compile");
 
     // A full pass: no Event repeats.
@@ -145,8 +176,8 @@ async fn budget_status_follows_the_ledger_with_one_event_per_level() {
     touched.spec.cache_ttl_seconds = Some(60);
     api.put(&touched);
     tokio::time::timeout(Duration::from_secs(60), reports.changed()).await.unwrap().unwrap();
-    api.put(&ledger(&[5 * USD, 3 * USD + USD / 2, 2 * USD, USD, USD]));
-    eventually("the last spend", || Some(status(&api)).filter(|s| s.daily_percent == Some(125))).await;
+    api.put(&ledger(&[5 * USD, 4 * USD, 2 * USD, USD / 2, USD]));
+    percent(&api, 125).await;
     let events = budget_events(&api);
     assert_eq!(events.len(), 2, "one Event per level and window: {events:?}");
     assert_eq!(status(&api).alerts.len(), 2);
@@ -167,29 +198,11 @@ async fn budget_status_follows_the_ledger_with_one_event_per_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_ledger_reads_as_zero_with_a_reason() {
     let api = FakeApiServer::start().await;
-    let client = api.client();
-    let mut budget = Budget::new(
-        "team-budget",
-        BudgetSpec {
-            services: vec!["app".into()],
-            daily_usd: Some(Usd("10".into())),
-            monthly_usd: None,
-            alert_thresholds: vec![80, 100],
-            action: BudgetAction::Alert,
-        },
-    );
-    budget.metadata.namespace = Some("team".into());
-    api.put(&budget);
+    api.put(&daily_budget(BudgetAction::Alert, None));
     let mut broken = ledger(&[USD]);
     broken.data = Some(BTreeMap::from([("usage.json".to_owned(), "{not json".to_owned())]));
     api.put(&broken);
-
-    let mut tasks = JoinSet::new();
-    let dirty = Arc::new(Notify::new());
-    let stores = Stores::start(&client, &Scope::default(), &dirty, &mut tasks);
-    let outputs = Outputs::open(client.clone(), GATEWAY).await.unwrap();
-    let reconciler = Reconciler::new(client, stores, outputs, None, Metrics::new().unwrap(), Timing::default(), dirty);
-    tasks.spawn(reconciler.run());
+    let _operator = Operator::start(&api).await;
 
     let s = eventually("the status", || Some(status(&api)).filter(|s| condition(s, "SpendKnown").is_some())).await;
     assert_eq!(s.daily_spend_usd.as_deref(), Some("0.000000"));
@@ -199,6 +212,6 @@ async fn an_unreadable_ledger_reads_as_zero_with_a_reason() {
 
     // Repaired: the spend shows.
     api.put(&ledger(&[2 * USD]));
-    let s = eventually("the repaired spend", || Some(status(&api)).filter(|s| s.daily_percent == Some(20))).await;
+    let s = percent(&api, 20).await;
     assert_eq!(condition(&s, "SpendKnown").unwrap().0, "True");
 }
