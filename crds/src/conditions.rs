@@ -15,6 +15,14 @@ pub const KEYS_RESOLVED: &str = "KeysResolved";
 pub const REFERENCES_RESOLVED: &str = "ReferencesResolved";
 /// MachineToken: a token has been issued into its Secret.
 pub const ISSUED: &str = "Issued";
+/// Budget: a window's spend reached an alert threshold below its ceiling.
+pub const WARNING: &str = "Warning";
+/// Budget: a window's spend reached its ceiling.
+pub const EXCEEDED: &str = "Exceeded";
+/// Budget: every request counted this month had a price.
+pub const PRICED: &str = "Priced";
+/// Budget: the usage ledger could be read.
+pub const SPEND_KNOWN: &str = "SpendKnown";
 
 /// Reasons.
 pub mod reason {
@@ -46,6 +54,28 @@ pub mod reason {
     pub const ISSUED: &str = "Issued";
     /// A Service has no Provider it may use.
     pub const NO_PROVIDERS: &str = "NoProviders";
+    /// Budget: spend is below every alert threshold.
+    pub const BELOW_THRESHOLDS: &str = "BelowThresholds";
+    /// Budget: an alert threshold below the ceiling was reached.
+    pub const THRESHOLD_REACHED: &str = "ThresholdReached";
+    /// Budget: spend is below every ceiling.
+    pub const WITHIN_LIMITS: &str = "WithinLimits";
+    /// Budget: a ceiling was reached.
+    pub const LIMIT_REACHED: &str = "LimitReached";
+    /// Budget: every request counted had a price.
+    pub const PRICED: &str = "Priced";
+    /// Budget: some requests went to models without a price and were counted at $0.
+    pub const UNPRICED_MODELS: &str = "UnpricedModels";
+    /// Budget: spend was read from the usage ledger.
+    pub const LEDGER_READ: &str = "LedgerRead";
+    /// Budget: no usage ledger exists yet (nothing was spent through a gateway).
+    pub const NO_USAGE_YET: &str = "NoUsageYet";
+    /// Budget: the usage ledger exists but cannot be read.
+    pub const LEDGER_UNREADABLE: &str = "LedgerUnreadable";
+    /// Event: a Budget window reached an alert threshold below its ceiling.
+    pub const BUDGET_THRESHOLD: &str = "BudgetThreshold";
+    /// Event: a Budget window reached its ceiling.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 }
 
 /// `True`, `False` or `Unknown`.

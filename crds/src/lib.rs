@@ -28,7 +28,7 @@ pub mod service;
 pub mod token;
 pub mod usage;
 
-pub use budget::{Budget, BudgetSpec, BudgetStatus};
+pub use budget::{Budget, BudgetAlert, BudgetSpec, BudgetSpend, BudgetStatus, BudgetWindow};
 pub use compile::{Compiled, Diagnostic, Inputs, Resources, Severity, compile};
 pub use config::GatewayConfig;
 pub use machine_token::{MachineToken, MachineTokenSpec, MachineTokenStatus, TokenSecretState};

@@ -4,7 +4,11 @@
 //! resource's status and Events current. See [`reconciler`] for the loop.
 
 pub mod admin;
+pub mod budget_schedule;
+pub mod budget_status;
+pub mod budgets;
 pub mod leader;
+pub mod ledger;
 pub mod metrics;
 pub mod outputs;
 pub mod preflight;

@@ -66,6 +66,9 @@ struct RunArgs {
     /// Milliseconds without changes after which a burst of changes is compiled.
     #[arg(long, global = true, env = "UPROX_DEBOUNCE_MS", default_value_t = 50)]
     debounce_ms: u64,
+    /// Milliseconds at least between two evaluations of the Budgets as the usage ledger changes.
+    #[arg(long, global = true, env = "UPROX_BUDGET_INTERVAL_MS", default_value_t = 2000)]
+    budget_interval_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -197,7 +200,11 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot prepare the compiled objects: {e}"))?;
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "uprox-operator".to_owned(), instance: Some(identity) });
-    let timing = Timing { quiet: Duration::from_millis(args.debounce_ms), ..Timing::default() };
+    let timing = Timing {
+        quiet: Duration::from_millis(args.debounce_ms),
+        budget_interval: Duration::from_millis(args.budget_interval_ms),
+        ..Timing::default()
+    };
     let reconciler = Reconciler::new(client, stores, outputs, Some(recorder), metrics.clone(), timing, dirty);
     let reconcile = tokio::spawn(reconciler.run());
 

@@ -1,8 +1,10 @@
-//! The operator's Prometheus metrics, served on `/metrics` of the admin port.
+//! The operator's Prometheus metrics, served on `/metrics` of the admin port: its own
+//! (`uprox_operator_*`) and the Budgets' (`uprox_budget_*`, one series per Budget and window,
+//! removed when the Budget goes away).
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric, registered in one registry.
@@ -27,6 +29,13 @@ pub struct Metrics {
     pub tokens_issued: IntCounter,
     /// 1 while this replica leads.
     pub leader: IntGauge,
+    /// Budgets: spend by namespace, budget and window (`daily`, `monthly`), USD.
+    pub budget_spend: GaugeVec,
+    /// Budgets: ceiling by namespace, budget and window, USD (absent without a ceiling).
+    pub budget_limit: GaugeVec,
+    /// Budgets: alert levels reached by namespace, budget, window and threshold.
+    pub budget_alerts: IntCounterVec,
+    budget_registry: Registry,
 }
 
 impl Metrics {
@@ -56,8 +65,24 @@ impl Metrics {
             )?,
             tokens_issued: IntCounter::new("tokens_issued_total", "Machine tokens issued or rotated")?,
             leader: IntGauge::new("leader", "1 while this replica holds the leader Lease")?,
+            budget_spend: GaugeVec::new(
+                Opts::new("budget_spend_usd", "Spend of a Budget's Services in the current UTC window, USD"),
+                &["namespace", "budget", "window"],
+            )?,
+            budget_limit: GaugeVec::new(
+                Opts::new("budget_limit_usd", "A Budget's ceiling per UTC window, USD"),
+                &["namespace", "budget", "window"],
+            )?,
+            budget_alerts: IntCounterVec::new(
+                Opts::new("budget_alerts_total", "Budget alert levels reached, once per window and threshold"),
+                &["namespace", "budget", "window", "threshold"],
+            )?,
+            budget_registry: Registry::new_custom(Some("uprox".to_owned()), None)?,
             registry,
         };
+        metrics.budget_registry.register(Box::new(metrics.budget_spend.clone()))?;
+        metrics.budget_registry.register(Box::new(metrics.budget_limit.clone()))?;
+        metrics.budget_registry.register(Box::new(metrics.budget_alerts.clone()))?;
         metrics.registry.register(Box::new(metrics.reconciles.clone()))?;
         metrics.registry.register(Box::new(metrics.reconcile_duration.clone()))?;
         metrics.registry.register(Box::new(metrics.failures.clone()))?;
@@ -74,7 +99,21 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut families = self.registry.gather();
+        families.extend(self.budget_registry.gather());
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Removes every series of Budget `namespace/budget`.
+    pub fn forget_budget(&self, namespace: &str, budget: &str) {
+        // Removing a series that does not exist is an error nobody needs to hear about.
+        for window in ["daily", "monthly"] {
+            let _ = self.budget_spend.remove_label_values(&[namespace, budget, window]);
+            let _ = self.budget_limit.remove_label_values(&[namespace, budget, window]);
+            for threshold in 1..=100u8 {
+                let _ = self.budget_alerts.remove_label_values(&[namespace, budget, window, &threshold.to_string()]);
+            }
+        }
     }
 }

@@ -93,6 +93,11 @@ impl Outputs {
         })
     }
 
+    /// The gateway namespace it writes into.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Overrides the part size (tests and the scale bench split small configs).
     pub fn with_max_part(mut self, max_part: usize) -> Self {
         self.max_part = max_part;

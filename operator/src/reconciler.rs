@@ -12,6 +12,10 @@
 //! A pass that could not finish (an API error) is retried with backoff; every 5 minutes a pass
 //! runs anyway (statuses drift, e.g. a token expires), and the next token expiry wakes the loop
 //! on time so its `Ready` condition flips when it expires.
+//!
+//! Budget statuses also depend on the usage ledger, which the gateways rewrite every few
+//! seconds. Between passes, a ledger change or a window reset (midnight UTC) re-evaluates the
+//! Budgets alone ([`BudgetSchedule`]): no compilation, no other writes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +27,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use uprox_crds::{Compiled, compile};
 
+use crate::budget_schedule::{BudgetSchedule, unix_ms_now};
+use crate::budgets::{BudgetTracker, Sink};
+use crate::ledger::LedgerWatch;
 use crate::metrics::Metrics;
 use crate::outputs::{Outputs, Written};
 use crate::provider_secrets::{self, ProviderSecrets};
@@ -32,6 +40,9 @@ use crate::status::{self, Index};
 use crate::status_writer::{self, WithStatus};
 use crate::stores::Stores;
 use crate::tokens::{self, Issue};
+
+/// How long the first pass waits for the usage ledger to be listed.
+const LEDGER_SYNC_WAIT: Duration = Duration::from_secs(5);
 
 /// Tunables of the loop.
 #[derive(Clone, Debug)]
@@ -46,6 +57,8 @@ pub struct Timing {
     pub retry: Duration,
     /// Concurrent status and token writes.
     pub concurrency: usize,
+    /// Budget re-evaluations after usage ledger changes are at least this far apart.
+    pub budget_interval: Duration,
 }
 
 impl Default for Timing {
@@ -56,6 +69,7 @@ impl Default for Timing {
             resync: Duration::from_secs(300),
             retry: Duration::from_millis(500),
             concurrency: 16,
+            budget_interval: Duration::from_secs(2),
         }
     }
 }
@@ -94,6 +108,9 @@ pub struct Reconciler {
     dirty: Arc<Notify>,
     /// The last pass's report, for readiness and tests.
     reports: watch::Sender<Option<Arc<PassReport>>>,
+    /// The usage ledger, watched once the loop runs.
+    ledger: Option<LedgerWatch>,
+    budgets: BudgetTracker,
 }
 
 impl Reconciler {
@@ -118,6 +135,8 @@ impl Reconciler {
             timing,
             dirty,
             reports,
+            ledger: None,
+            budgets: BudgetTracker::default(),
         }
     }
 
@@ -130,6 +149,19 @@ impl Reconciler {
     pub async fn run(mut self) {
         self.stores.wait_ready().await;
         tracing::info!("caches synced; reconciling");
+        // Dropped with this future, which ends the ledger watch.
+        let mut watches = JoinSet::new();
+        let ledger_changed = Arc::new(Notify::new());
+        self.ledger = Some(LedgerWatch::start(&self.client, self.outputs.namespace(), &ledger_changed, &mut watches));
+        // The first pass should see the spend; a ledger that cannot be listed (RBAC, say) only
+        // delays it: the Budgets are evaluated once the ledger arrives.
+        let _ = tokio::time::timeout(LEDGER_SYNC_WAIT, ledger_changed.notified()).await;
+        let mut schedule = BudgetSchedule::new(
+            self.timing.budget_interval,
+            self.timing.quiet,
+            tokio::time::Instant::now(),
+            unix_ms_now(),
+        );
         let mut retry = self.timing.retry;
         loop {
             let started = Instant::now();
@@ -152,11 +184,41 @@ impl Reconciler {
             if let Some(expiry) = next_expiry {
                 wait = wait.min(expiry);
             }
-            tokio::select! {
-                () = self.dirty.notified() => self.settle().await,
-                () = tokio::time::sleep(wait) => {}
+            schedule.evaluated(tokio::time::Instant::now(), unix_ms_now());
+            let next_pass = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = self.dirty.notified() => {
+                        self.settle().await;
+                        break;
+                    }
+                    () = tokio::time::sleep_until(next_pass) => break,
+                    () = ledger_changed.notified() => schedule.ledger_changed(tokio::time::Instant::now()),
+                    () = tokio::time::sleep_until(schedule.due()) => {
+                        let (written, failures) = self.budget_pass().await;
+                        tracing::debug!(statuses = written, failures, "budgets evaluated");
+                        schedule.evaluated(tokio::time::Instant::now(), unix_ms_now());
+                    }
+                }
             }
         }
+    }
+
+    /// Re-evaluates the Budgets alone against the ledger, keeping what the last compilation
+    /// said about them. Returns `(written, failures)`.
+    pub async fn budget_pass(&mut self) -> (usize, usize) {
+        let Some(ledger) = &self.ledger else { return (0, 0) };
+        let Some(read) = ledger.read() else { return (0, 0) };
+        let location = ledger.location();
+        let sink = Sink {
+            client: &self.client,
+            recorder: self.recorder.as_ref(),
+            metrics: &self.metrics,
+            concurrency: self.timing.concurrency,
+        };
+        let base = |b: &uprox_crds::Budget| b.status.clone().unwrap_or_default();
+        let now = Time(Timestamp::now());
+        self.budgets.sync(&sink, &self.stores.budgets.state(), base, Some((&read, &location)), &now).await
     }
 
     /// Waits until changes stop arriving for `quiet`, or `max_delay` has passed.
@@ -299,7 +361,7 @@ impl Reconciler {
         (issued, failures)
     }
 
-    async fn write_statuses(&self, compiled: &Compiled, now: &Time) -> (usize, usize) {
+    async fn write_statuses(&mut self, compiled: &Compiled, now: &Time) -> (usize, usize) {
         let index = Index::new(compiled);
         let mut written = 0;
         let mut failures = 0;
@@ -310,7 +372,16 @@ impl Reconciler {
         tally(self.sync(&self.stores.providers.state(), |p| status::provider(p, &index, now)).await);
         tally(self.sync(&self.stores.services.state(), |s| status::service(s, &index, now)).await);
         tally(self.sync(&self.stores.policies.state(), |p| status::policy(p, &index, now)).await);
-        tally(self.sync(&self.stores.budgets.state(), |b| status::budget(b, &index, now)).await);
+        let read = self.ledger.as_ref().and_then(|l| Some((l.read()?, l.location())));
+        let sink = Sink {
+            client: &self.client,
+            recorder: self.recorder.as_ref(),
+            metrics: &self.metrics,
+            concurrency: self.timing.concurrency,
+        };
+        let budgets = self.stores.budgets.state();
+        let ledger = read.as_ref().map(|(r, l)| (r, l.as_str()));
+        tally(self.budgets.sync(&sink, &budgets, |b| status::budget(b, &index, now), ledger, now).await);
         let secret = |mt: &uprox_crds::MachineToken| {
             self.stores.token_secret(mt.metadata.namespace.as_deref().unwrap_or_default(), &mt.secret_name())
         };

@@ -8,6 +8,7 @@
 //! every Secret's data in memory. The values of the few Secrets Providers name are then read
 //! on demand ([`crate::provider_secrets`]).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -29,6 +30,16 @@ use uprox_crds::{Budget, MachineToken, Policy, Provider, Resources, Service, tok
 pub struct Scope {
     /// Empty: all namespaces.
     pub namespaces: Vec<String>,
+}
+
+/// Which changes of a watched kind wake the reconciler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Every change.
+    OnAnyChange,
+    /// Creations, deletions and changes of `metadata.generation` (the spec): not the status
+    /// writes of the operator itself, nor label or annotation edits.
+    OnSpecChange,
 }
 
 /// The reflector stores of one kind: one per watched namespace, or one for all.
@@ -55,6 +66,18 @@ where
         dirty: &Arc<Notify>,
         tasks: &mut JoinSet<()>,
     ) -> Self {
+        Self::start_waking(client, scope, config, dirty, tasks, Wake::OnAnyChange)
+    }
+
+    /// Starts the watches of this kind on `tasks`; the changes `wake` selects notify `dirty`.
+    pub fn start_waking(
+        client: &Client,
+        scope: &Scope,
+        config: watcher::Config,
+        dirty: &Arc<Notify>,
+        tasks: &mut JoinSet<()>,
+        wake: Wake,
+    ) -> Self {
         let apis: Vec<Api<K>> = if scope.namespaces.is_empty() {
             vec![Api::all(client.clone())]
         } else {
@@ -73,8 +96,25 @@ where
                 let stream = reflector::reflector(writer, events);
                 tasks.spawn(async move {
                     let mut stream = std::pin::pin!(stream);
+                    let mut generations: HashMap<(String, String), Option<i64>> = HashMap::new();
                     while let Some(event) = stream.next().await {
                         match event {
+                            Ok(Event::Apply(object)) if wake == Wake::OnSpecChange => {
+                                let meta = object.meta();
+                                let key =
+                                    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+                                if generations.insert(key, meta.generation) != Some(meta.generation) {
+                                    dirty.notify_one();
+                                }
+                            }
+                            Ok(Event::Delete(object)) if wake == Wake::OnSpecChange => {
+                                let meta = object.meta();
+                                generations.remove(&(
+                                    meta.namespace.clone().unwrap_or_default(),
+                                    meta.name.clone().unwrap_or_default(),
+                                ));
+                                dirty.notify_one();
+                            }
                             // The store is consistent after InitDone, Apply and Delete.
                             Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_)) => dirty.notify_one(),
                             Ok(Event::Init | Event::InitApply(_)) => {}
@@ -140,7 +180,8 @@ impl Stores {
             services: Watched::start(client, scope, all(), dirty, tasks),
             tokens: Watched::start(client, scope, all(), dirty, tasks),
             policies: Watched::start(client, scope, all(), dirty, tasks),
-            budgets: Watched::start(client, scope, all(), dirty, tasks),
+            // Budget statuses are rewritten as spend moves; those writes need no compilation.
+            budgets: Watched::start_waking(client, scope, all(), dirty, tasks, Wake::OnSpecChange),
             token_secrets: Watched::start(client, scope, all().labels(token::SECRET_LABEL), dirty, tasks),
             secret_meta: Watched::start(client, scope, all(), dirty, tasks),
         }
