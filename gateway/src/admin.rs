@@ -1,5 +1,5 @@
-//! The admin port: `/healthz` and `/readyz` away from the serving port, for probes (and, with
-//! observability, `/metrics`). Plain HTTP/1 on the control runtime; the serving port keeps
+//! The admin port: `/healthz` and `/readyz` away from the serving port, for probes, and
+//! `/metrics` (the spend metrics of [`crate::spend::metrics`]). Plain HTTP/1 on the control runtime; the serving port keeps
 //! answering both paths too.
 
 use std::convert::Infallible;
@@ -20,6 +20,14 @@ pub fn respond(path: &str, gateway: &Gateway) -> Response<Body> {
     match path {
         "/healthz" | "/livez" => health::healthz(),
         "/readyz" => health::readyz(gateway),
+        "/metrics" => {
+            let mut response = Response::new(full(crate::spend::metrics::render(&gateway.spend)));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         _ => {
             let mut response = Response::new(full("not found"));
             *response.status_mut() = StatusCode::NOT_FOUND;
@@ -60,5 +68,6 @@ mod tests {
         assert_eq!(respond("/healthz", &gateway).status(), StatusCode::OK);
         assert_eq!(respond("/readyz", &gateway).status(), StatusCode::SERVICE_UNAVAILABLE, "no config yet");
         assert_eq!(respond("/v1/models", &gateway).status(), StatusCode::NOT_FOUND);
+        assert_eq!(respond("/metrics", &gateway).status(), StatusCode::OK);
     }
 }

@@ -118,6 +118,7 @@ mod tests {
 
     fn provider(name: &str) -> ProviderEntry {
         ProviderEntry {
+            name: std::sync::Arc::from(format!("other-team/{name}")),
             config: uprox_crds::config::ProviderConfig {
                 id: ObjectId::new("other-team", name),
                 provider_type: uprox_crds::provider::ProviderType::Mock,

@@ -114,6 +114,8 @@ impl std::fmt::Debug for KeyEntry {
 /// One provider.
 #[derive(Debug)]
 pub struct ProviderEntry {
+    /// `namespace/name`, for metrics.
+    pub name: Arc<str>,
     /// Its compiled config.
     pub config: ProviderConfig,
     /// Its keys, highest priority first.
@@ -425,6 +427,7 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
         ProviderType::Anthropic | ProviderType::Mock => None,
     };
     Ok(ProviderEntry {
+        name: Arc::from(config.id.to_string()),
         config: config.clone(),
         keys,
         chat_url,

@@ -118,6 +118,15 @@ async fn a_chat_answer_is_costed_exactly_from_the_reported_usage() {
     // A usage-looking text inside the answer's content is not read.
     assert_spent(&h, CHAT_COST).await;
     assert_eq!(up.seen.lock().unwrap()[0].body, CHAT, "a JSON request goes upstream untouched");
+
+    // The admin port's metrics carry it by Service, provider and the model the answer named.
+    use http_body_util::BodyExt as _;
+    let metrics = uprox_gateway::admin::respond("/metrics", &h.gateway).into_body().collect().await.unwrap().to_bytes();
+    let metrics = std::str::from_utf8(&metrics).unwrap();
+    assert!(
+        metrics.contains(r#"uprox_cost_usd_total{namespace="team",service="app",provider="team/upstream",model="gpt-4o-2024-08-06"} 0.0067"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -102,7 +102,11 @@ def test_operator_rbac_is_least_privilege():
 
 def test_the_gateway_only_reads_its_namespace(docs):
     rules = rules_of(docs, "Role", "uprox-gateway", "uprox-system")
-    assert verbs(rules, "", "configmaps") == {"get", "list", "watch", "create", "patch"}, "file ownership records"
+    assert verbs(rules, "", "configmaps") == {"get", "list", "watch", "create", "patch", "update"}
+    updates = [r for r in rules if "configmaps" in r["resources"] and "update" in r["verbs"]]
+    assert updates == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["uprox-usage"], "verbs": ["update"]}
+    ], "only the usage ledger is replaced"
     assert verbs(rules, "", "secrets") == {"get", "list", "watch"}
     assert verbs(rules, "discovery.k8s.io", "endpointslices") == {"get", "list", "watch"}, "replicas share limits"
     assert not [d for d in of_kind(docs, "ClusterRoleBinding") if "gateway" in d["metadata"]["name"]]

@@ -191,14 +191,15 @@ impl Meter {
         }
         let snapshot = &self.snapshot;
         if let Some(usage) = self.usage() {
-            let provider = &snapshot.providers[self.provider].config;
+            let entry = &snapshot.providers[self.provider];
+            let provider = &entry.config;
             let reported = self.reader.as_ref().and_then(UsageReader::model).filter(|m| *m != &*self.requested);
             let (price, model) = match reported.and_then(|m| provider.price(catalog(), m).map(|p| (p, m))) {
                 Some((price, model)) => (Some(price), model),
                 None => (self.price.as_ref(), reported.unwrap_or(&self.requested)),
             };
             let cost = cost(price, &usage);
-            snapshot.services[self.service].meter.charge(cost.pico_usd, price.is_none().then_some(model));
+            snapshot.services[self.service].meter.record(&entry.name, model, cost.pico_usd, price.is_some());
             if let Some(admission) = &self.admission {
                 admission.charge(usage.total_tokens());
             }

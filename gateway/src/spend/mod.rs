@@ -8,7 +8,8 @@
 //!   estimate reserved), fed by the relay, settled once when the answer ends or is dropped.
 //! - [`state`] holds the spend per Service and the reservations per Budget across snapshots;
 //!   [`flush`] writes them to the shared usage ledger in a [`store`] (a file in standalone mode,
-//!   a ConfigMap in cluster mode) and reads back everybody's spend.
+//!   a ConfigMap in cluster mode) and reads back everybody's spend; [`metrics`] exposes the
+//!   cost on the admin port.
 //!
 //! Prices and exact cost arithmetic are [`uprox_crds::prices`]'; the ledger's shape is
 //! [`uprox_crds::usage`].
@@ -16,6 +17,7 @@
 pub mod budget;
 pub mod flush;
 pub mod meter;
+pub mod metrics;
 pub mod scan;
 pub mod state;
 pub mod store;

@@ -38,8 +38,29 @@ pub struct ServiceMeter {
     /// Requests to models without a price, not yet written. Touched only when such a request
     /// ends, which a correctly priced setup never does.
     unpriced: Mutex<BTreeMap<String, u64>>,
-    /// Pico-USD costed by this process since it started (for metrics).
+    /// Pico-USD costed by this process since it started.
     total_pico: AtomicU64,
+    /// Cost by provider and model since the process started, one map per serving thread: a
+    /// request touches only its own thread's (uncontended) map; a scrape sums them.
+    by_model: thread_local::ThreadLocal<Mutex<ByProvider>>,
+}
+
+/// Cost by provider (`namespace/name`) and model.
+pub type ByProvider = HashMap<Arc<str>, HashMap<Box<str>, ModelCost>>;
+
+/// Models kept per provider and thread; more are counted as `other` (a client naming models
+/// freely must not grow the metrics without bound).
+const MAX_MODELS: usize = 64;
+
+/// What one provider and model cost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ModelCost {
+    /// Pico-USD.
+    pub pico_usd: u128,
+    /// Requests costed.
+    pub requests: u64,
+    /// Of which to a model without a price.
+    pub unpriced: u64,
 }
 
 /// `year * 12 + month`: a month key that compares as time does.
@@ -64,7 +85,45 @@ impl ServiceMeter {
             view_month_micro: AtomicU64::new(0),
             unpriced: Mutex::new(BTreeMap::new()),
             total_pico: AtomicU64::new(0),
+            by_model: thread_local::ThreadLocal::new(),
         }
+    }
+
+    /// Adds one request to `model` through `provider`, costed `pico_usd` (`priced` false: the
+    /// model has no price and the cost is 0).
+    pub fn record(&self, provider: &Arc<str>, model: &str, pico_usd: u128, priced: bool) {
+        self.charge(pico_usd, (!priced).then_some(model));
+        let mut map = self.by_model.get_or_default().lock().unwrap_or_else(PoisonError::into_inner);
+        let models = match map.get_mut(&**provider) {
+            Some(models) => models,
+            None => map.entry(provider.clone()).or_default(),
+        };
+        let key = if models.contains_key(model) || models.len() < MAX_MODELS { model } else { "other" };
+        let entry = match models.get_mut(key) {
+            Some(entry) => entry,
+            None => models.entry(key.into()).or_default(),
+        };
+        entry.pico_usd += pico_usd;
+        entry.requests += 1;
+        entry.unpriced += u64::from(!priced);
+    }
+
+    /// Cost by provider and model since the process started, summed over the threads.
+    pub fn by_model(&self) -> ByProvider {
+        let mut sum = ByProvider::new();
+        for map in self.by_model.iter() {
+            let map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            for (provider, models) in map.iter() {
+                let into = sum.entry(provider.clone()).or_default();
+                for (model, cost) in models {
+                    let total = into.entry(model.clone()).or_default();
+                    total.pico_usd += cost.pico_usd;
+                    total.requests += cost.requests;
+                    total.unpriced += cost.unpriced;
+                }
+            }
+        }
+        sum
     }
 
     /// Adds one costed request. `unpriced` names the model when it had no price.
@@ -200,7 +259,8 @@ impl Spend {
             .retain(|id, meter| keep.contains(id) || meter.reserved() > 0);
     }
 
-    fn all(&self) -> Vec<Arc<ServiceMeter>> {
+    /// Every Service meter (for metrics).
+    pub fn all(&self) -> Vec<Arc<ServiceMeter>> {
         self.services.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
 

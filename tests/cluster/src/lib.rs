@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 use uprox_crds::{Budget, MachineToken, Policy, Provider, Service};
 use uprox_gateway::app::{Gateway, Settings};
 use uprox_gateway::server::Workers;
+use uprox_gateway::spend::flush::Flusher;
+use uprox_gateway::spend::store::Store;
 use uprox_operator::metrics::Metrics;
 use uprox_operator::outputs::Outputs;
 use uprox_operator::reconciler::{PassReport, Reconciler, Timing};
@@ -91,6 +93,10 @@ impl Cluster {
 
         let gateway = Gateway::new(Settings::default());
         tasks.spawn(uprox_gateway::cluster::watch(gateway.clone(), client.clone(), GATEWAY_NAMESPACE.to_owned()));
+        // The gateway's usage ledger, flushed faster than in production so tests wait less.
+        let ledger = Store::config_map(client.clone(), GATEWAY_NAMESPACE);
+        let flusher = Flusher::new(gateway.spend.clone(), ledger, Flusher::writer_name("gateway"));
+        tasks.spawn(flusher.run(Duration::from_millis(200), std::future::pending()));
         let workers = Workers::start(gateway.clone(), "127.0.0.1:0".parse().unwrap(), 1, Duration::from_secs(1))
             .expect("gateway workers");
         let http = HttpClient::builder(TokioExecutor::new()).build_http();

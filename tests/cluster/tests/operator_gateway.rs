@@ -285,3 +285,42 @@ async fn deleting_the_master_key_rotates_it_without_an_outage() {
     assert_eq!(cluster.chat(&token, "gpt-4o").await.0, StatusCode::OK);
     assert_eq!(upstream.last_authorization().as_deref(), Some("Bearer sk-one"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_reaches_the_budget_status_and_a_spent_budget_refuses() {
+    let cluster = Cluster::start().await;
+    // The mock answers with realistic usage; at $0.10 a token one answer costs more than $1.
+    cluster.apply_yaml(&TEAM.replace(
+        r#"spec: {type: mock, models: ["mock-*"]}"#,
+        r#"spec: {type: mock, models: ["mock-*"], prices: [{model: "mock-*", inputPerMTok: "100000", outputPerMTok: "100000"}]}"#,
+    ));
+    cluster.apply_yaml(
+        r#"
+apiVersion: uprox.dev/v1alpha1
+kind: Budget
+metadata: {name: cap, namespace: team}
+spec: {services: [app], dailyUSD: "1"}
+"#,
+    );
+    let token = issued_token(&cluster).await;
+    cluster.until_status(&token, "mock-1", StatusCode::OK, TIMEOUT).await;
+    let (status, body) = cluster.chat(&token, "mock-1").await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert!(body.contains("insufficient_quota") && body.contains("team/cap"), "{body}");
+
+    // The spend went through the ledger ConfigMap into the Budget's status, with an Event.
+    let (message, took) = Cluster::eventually("the Budget to say Exceeded", TIMEOUT, || async {
+        let budget: uprox_crds::Budget = cluster.api.get(Some("team"), "cap")?;
+        let status = serde_json::to_value(budget.status?).ok()?;
+        let (state, _, message) = condition(&status, "Exceeded")?;
+        (state == "True").then_some(message)
+    })
+    .await;
+    println!("spend → Budget status Exceeded: {took:?}");
+    assert!(message.contains("daily") && message.contains("402"), "{message}");
+    let ledger: ConfigMap = cluster.api.get(Some(GATEWAY_NAMESPACE), uprox_crds::usage::LEDGER_NAME).unwrap();
+    let ledger = uprox_crds::usage::Ledger::from_config_map(&ledger).unwrap();
+    assert_eq!(ledger.services["team/app"].day_requests, 1, "one answer was costed; the refusal costs nothing");
+    let events: Vec<k8s_openapi::api::events::v1::Event> = cluster.api.list(Some("team"));
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("BudgetExceeded")), "an Event says so");
+}

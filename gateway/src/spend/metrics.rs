@@ -1,0 +1,102 @@
+//! The spend metrics of the gateway's admin port, in the Prometheus text format: cost, costed
+//! requests and requests to unpriced models since the process started, by namespace, Service,
+//! provider and model (at most 64 models per provider and thread; more count as `other`). Budget
+//! spend and limits are the operator's metrics (`uprox_budget_*`), computed from the shared
+//! ledger rather than one replica's view.
+
+use std::fmt::Write as _;
+
+use uprox_crds::prices::Cost;
+
+use super::state::Spend;
+
+/// The metrics text.
+pub fn render(spend: &Spend) -> String {
+    let mut cost = String::new();
+    let mut requests = String::new();
+    let mut unpriced = String::new();
+    let mut meters = spend.all();
+    meters.sort_by(|a, b| a.key.cmp(&b.key));
+    for meter in meters {
+        let (namespace, service) = meter.key.split_once('/').unwrap_or(("", &meter.key));
+        let mut by_provider: Vec<_> = meter.by_model().into_iter().collect();
+        by_provider.sort_by(|a, b| a.0.cmp(&b.0));
+        for (provider, models) in by_provider {
+            let mut models: Vec<_> = models.into_iter().collect();
+            models.sort_by(|a, b| a.0.cmp(&b.0));
+            for (model, total) in models {
+                let labels = format!(
+                    "namespace=\"{}\",service=\"{}\",provider=\"{}\",model=\"{}\"",
+                    escape(namespace),
+                    escape(service),
+                    escape(&provider),
+                    escape(&model)
+                );
+                let _ =
+                    writeln!(cost, "uprox_cost_usd_total{{{labels}}} {}", Cost::from_pico_usd(total.pico_usd).usd());
+                let _ = writeln!(requests, "uprox_costed_requests_total{{{labels}}} {}", total.requests);
+                if total.unpriced > 0 {
+                    let _ = writeln!(unpriced, "uprox_unpriced_requests_total{{{labels}}} {}", total.unpriced);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, help, body) in [
+        (
+            "uprox_cost_usd_total",
+            "USD spent through this gateway process (exact, from the usage the provider reported).",
+            cost,
+        ),
+        ("uprox_costed_requests_total", "Requests whose cost this gateway process recorded.", requests),
+        ("uprox_unpriced_requests_total", "Requests to models without a price, costed at 0.", unpriced),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        out.push_str(&body);
+    }
+    out
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use uprox_crds::common::ObjectId;
+
+    use super::*;
+
+    #[test]
+    fn cost_is_exposed_by_service_provider_and_model() {
+        let spend = Spend::default();
+        let meter = spend.service(&ObjectId::new("team", "app"));
+        let provider: Arc<str> = Arc::from("team/openai");
+        meter.record(&provider, "gpt-4o", 2_500_000_000, true);
+        meter.record(&provider, "gpt-4o", 2_500_000_000, true);
+        meter.record(&provider, "we\"ird", 0, false);
+        let text = render(&spend);
+        assert!(text.contains(
+            "uprox_cost_usd_total{namespace=\"team\",service=\"app\",provider=\"team/openai\",model=\"gpt-4o\"} 0.005\n"
+        ), "{text}");
+        assert!(text.contains("uprox_costed_requests_total{namespace=\"team\",service=\"app\",provider=\"team/openai\",model=\"gpt-4o\"} 2\n"));
+        assert!(text.contains("uprox_unpriced_requests_total{namespace=\"team\",service=\"app\",provider=\"team/openai\",model=\"we\\\"ird\"} 1\n"));
+        assert!(text.contains("# TYPE uprox_cost_usd_total counter"));
+    }
+
+    #[test]
+    fn models_are_bounded_per_provider() {
+        let spend = Spend::default();
+        let meter = spend.service(&ObjectId::new("team", "app"));
+        let provider: Arc<str> = Arc::from("team/p");
+        for i in 0..100 {
+            meter.record(&provider, &format!("m{i}"), 1, true);
+        }
+        let models = &meter.by_model()[&provider];
+        assert_eq!(models.len(), 65);
+        assert_eq!(models["other"].requests, 36);
+    }
+}
