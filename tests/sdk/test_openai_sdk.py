@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import Gateway
+from conftest import Gateway, sample_gateway
 
 MODEL = "mock-1"
 MESSAGES = [
@@ -155,3 +155,27 @@ def test_unknown_model_is_not_found(client: OpenAI) -> None:
     body = err.response.json()
     assert set(body["error"]) >= {"message", "type", "param", "code"}, body
     assert body["error"]["message"]
+
+
+def test_a_spent_budget_refuses_with_insufficient_quota() -> None:
+    """A Block Budget at its ceiling: the SDK raises APIStatusError 402 `insufficient_quota`."""
+    tiny = """apiVersion: uprox.dev/v1alpha1
+kind: Budget
+metadata: {name: tiny, namespace: default}
+spec: {services: [demo-app], dailyUSD: "0.000001"}
+"""
+    with sample_gateway({"zz-tiny-budget.yaml": tiny}) as started:
+        client = make_client(started)
+        # Nothing spent yet: served, and it costs more than the ceiling.
+        client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        refused = None
+        for _ in range(20):
+            try:
+                client.chat.completions.create(model=MODEL, messages=MESSAGES)
+            except openai.APIStatusError as e:
+                refused = e
+                break
+        assert refused is not None, "the Budget never refused"
+        assert refused.status_code == 402
+        assert refused.code == "insufficient_quota"
+        assert "default/tiny" in refused.message and "daily" in refused.message
