@@ -165,7 +165,9 @@ def test_optional_features_render_when_enabled():
     assert {"HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"} <= kinds
     monitor = of_kind(all_on, "ServiceMonitor")[0]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["port"] == "admin", "metrics are on the admin port, not the API port"
+    service = [d for d in of_kind(all_on, "Service") if d["metadata"]["name"] == "uprox-gateway"][0]
+    assert {p["name"] for p in service["spec"]["ports"]} == {"http", "admin"}
     gateway = [d for d in of_kind(all_on, "Deployment") if d["metadata"]["name"] == "uprox-gateway"][0]
     assert "replicas" not in gateway["spec"], "the HPA owns the replica count"
 
