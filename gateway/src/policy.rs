@@ -136,6 +136,7 @@ mod tests {
             models_url: None,
             responses_url: None,
             fixed_headers: vec![],
+            last_price: arc_swap::ArcSwapOption::empty(),
         }
     }
 

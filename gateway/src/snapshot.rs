@@ -134,9 +134,25 @@ pub struct ProviderEntry {
     pub responses_url: Option<Uri>,
     /// Headers every request to this provider carries (for example `anthropic-version`).
     pub fixed_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The last price looked up, by model: most traffic names few models, and a hit saves a
+    /// walk over the catalog. Lock-free; a miss replaces it.
+    pub(crate) last_price: arc_swap::ArcSwapOption<(Box<str>, Option<uprox_crds::prices::Price>)>,
 }
 
 impl ProviderEntry {
+    /// The price of `model` through this provider (`spec.prices`, else the built-in catalog);
+    /// `None` when unpriced.
+    pub fn price(&self, model: &str) -> Option<uprox_crds::prices::Price> {
+        if let Some(last) = &*self.last_price.load()
+            && &*last.0 == model
+        {
+            return last.1;
+        }
+        let price = self.config.price(crate::spend::meter::catalog(), model).copied();
+        self.last_price.store(Some(Arc::new((model.into(), price))));
+        price
+    }
+
     /// The provider's kind.
     pub fn kind(&self) -> ProviderType {
         self.config.provider_type
@@ -435,6 +451,7 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
         models_url,
         responses_url,
         fixed_headers,
+        last_price: arc_swap::ArcSwapOption::empty(),
     })
 }
 

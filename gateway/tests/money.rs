@@ -293,9 +293,13 @@ async fn a_client_leaving_mid_stream_is_charged_for_what_was_generated() {
     }
     drop(r);
     // No usage ever came: charged the estimate — the prompt from the request's size and one
-    // token per event relayed.
+    // output token per chunk relayed (three events, which the connection may have merged).
     let sent = up.seen.lock().unwrap()[0].body.len() as u128;
-    assert_spent(&h, sent / 4 * 2_000_000 + 3 * 10_000_000).await;
+    let prompt = sent / 4 * 2_000_000;
+    common::eventually(WITHIN, || async { spent(&h) > 0 }).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let charged = spent(&h);
+    assert!((prompt + 10_000_000..=prompt + 3 * 10_000_000).contains(&charged), "{charged} for a prompt of {prompt}");
 }
 
 #[tokio::test]

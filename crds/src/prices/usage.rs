@@ -9,6 +9,9 @@
 //!   `cache_creation_input_tokens`; the prompt is their sum. `cache_creation` splits writes into
 //!   the 5-minute and the 1-hour cache.
 //! - Embeddings: input only.
+//!
+//! The parsers take any serde deserializer: a `&serde_json::Value`, or a
+//! `&mut serde_json::Deserializer` over the raw bytes (no intermediate value).
 
 use serde::Deserialize;
 
@@ -44,7 +47,7 @@ impl Usage {
 
     /// From an OpenAI Chat Completions `usage` object (also the final chunk of a stream with
     /// `stream_options.include_usage`, and Azure OpenAI's).
-    pub fn from_openai_chat(usage: &serde_json::Value) -> Result<Usage, serde_json::Error> {
+    pub fn from_openai_chat<'de, D: serde::Deserializer<'de>>(usage: D) -> Result<Usage, D::Error> {
         let u = ChatUsage::deserialize(usage)?;
         let details = u.prompt_tokens_details.unwrap_or_default();
         Ok(openai(
@@ -58,7 +61,7 @@ impl Usage {
 
     /// From an OpenAI Responses API `usage` object (`input_tokens`, `output_tokens`,
     /// `input_tokens_details.cached_tokens`, `output_tokens_details.reasoning_tokens`).
-    pub fn from_openai_responses(usage: &serde_json::Value) -> Result<Usage, serde_json::Error> {
+    pub fn from_openai_responses<'de, D: serde::Deserializer<'de>>(usage: D) -> Result<Usage, D::Error> {
         let u = ResponsesUsage::deserialize(usage)?;
         let details = u.input_tokens_details.unwrap_or_default();
         Ok(openai(
@@ -71,14 +74,14 @@ impl Usage {
     }
 
     /// From an OpenAI embeddings `usage` object (`prompt_tokens`, `total_tokens`).
-    pub fn from_openai_embeddings(usage: &serde_json::Value) -> Result<Usage, serde_json::Error> {
+    pub fn from_openai_embeddings<'de, D: serde::Deserializer<'de>>(usage: D) -> Result<Usage, D::Error> {
         let u = EmbeddingsUsage::deserialize(usage)?;
         Ok(Usage { input: u.prompt_tokens, ..Usage::default() })
     }
 
     /// From an Anthropic Messages `usage` object. For a stream, pass the usage of
     /// `message_start` merged with the cumulative `output_tokens` of the last `message_delta`.
-    pub fn from_anthropic(usage: &serde_json::Value) -> Result<Usage, serde_json::Error> {
+    pub fn from_anthropic<'de, D: serde::Deserializer<'de>>(usage: D) -> Result<Usage, D::Error> {
         let u = AnthropicUsage::deserialize(usage)?;
         let creation = u.cache_creation_input_tokens.unwrap_or(0);
         let (write_5m, write_1h) = match u.cache_creation {

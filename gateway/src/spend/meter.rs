@@ -9,8 +9,9 @@
 //!
 //! When the answer was cut short (the client left mid-stream, the upstream broke off) or
 //! reported no usage, the tokens are estimated: the prompt from the request size (4 bytes a
-//! token, which over-counts JSON), the output from the number of stream events relayed (one
-//! token each for OpenAI streams) or the usage read so far (Anthropic reports the prompt first).
+//! token, which over-counts JSON), the output from the number of stream chunks relayed (one
+//! event of one token each for OpenAI streams) or the usage read so far (Anthropic reports the
+//! prompt first).
 //! Upstream errors (non-2xx) cost nothing.
 
 use std::sync::Arc;
@@ -57,7 +58,7 @@ pub struct Meter {
     reader: Option<UsageReader>,
     /// The answer is an event stream.
     sse: bool,
-    /// SSE events relayed (data lines), for estimates.
+    /// SSE chunks relayed, for estimates.
     events: u64,
     bytes: u64,
     /// The upstream answered 2xx.
@@ -92,7 +93,7 @@ pub fn start(
 ) -> Result<(Meter, Option<HeaderValue>), GatewayError> {
     let warning = budget::check(snapshot, service, now).map_err(GatewayError::BudgetExceeded)?;
     let provider = &snapshot.providers[request.route.provider];
-    let price = provider.config.price(catalog(), request.model).copied();
+    let price = provider.price(request.model);
     let prompt_estimate = request.body_len as u64 / BYTES_PER_TOKEN;
     let budgets = &snapshot.services[service].budgets;
     let reserved = if budgets.is_empty() {
@@ -130,9 +131,6 @@ pub fn start(
     Ok((meter, warning))
 }
 
-static DATA_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"data:"));
-
 impl Meter {
     /// The upstream answered with `status`; its body is SSE when `sse`.
     pub fn answered(&mut self, status: http::StatusCode, sse: bool) {
@@ -153,8 +151,10 @@ impl Meter {
         self.bytes += data.len() as u64;
         if let Some(reader) = &mut self.reader {
             reader.feed(data);
+            // Upstreams write one event per chunk; counting chunks costs nothing, counting
+            // `data:` lines would cost a search of every byte.
             if self.sse {
-                self.events += DATA_LINE.find_iter(data).count() as u64;
+                self.events += 1;
             }
         }
     }
@@ -192,10 +192,10 @@ impl Meter {
         let snapshot = &self.snapshot;
         if let Some(usage) = self.usage() {
             let entry = &snapshot.providers[self.provider];
-            let provider = &entry.config;
             let reported = self.reader.as_ref().and_then(UsageReader::model).filter(|m| *m != &*self.requested);
-            let (price, model) = match reported.and_then(|m| provider.price(catalog(), m).map(|p| (p, m))) {
-                Some((price, model)) => (Some(price), model),
+            let reported_price = reported.and_then(|m| entry.price(m).map(|p| (p, m)));
+            let (price, model) = match &reported_price {
+                Some((price, model)) => (Some(price), *model),
                 None => (self.price.as_ref(), reported.unwrap_or(&self.requested)),
             };
             let cost = cost(price, &usage);

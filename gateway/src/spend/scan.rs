@@ -230,6 +230,8 @@ impl UsageReader {
             return data.len();
         };
         self.buf.clear();
+        // One allocation for a model name or a usage object, not one per doubling.
+        self.buf.reserve(128);
         match (key, data[i]) {
             (Key::Usage, b'{') => {
                 self.state = State::Object { depth: 0, in_string: false, escaped: false, overflow: false };
@@ -296,15 +298,15 @@ impl UsageReader {
     }
 
     fn take_usage(&mut self) {
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&self.buf) else {
-            return;
-        };
+        // Straight from the bytes into the parser's fields: no intermediate JSON value.
+        let mut json = serde_json::Deserializer::from_slice(&self.buf);
         let parsed = match self.wire {
-            Wire::OpenAiChat => Usage::from_openai_chat(&value),
-            Wire::OpenAiResponses => Usage::from_openai_responses(&value),
-            Wire::OpenAiEmbeddings => Usage::from_openai_embeddings(&value),
-            Wire::Anthropic => Usage::from_anthropic(&value),
-        };
+            Wire::OpenAiChat => Usage::from_openai_chat(&mut json),
+            Wire::OpenAiResponses => Usage::from_openai_responses(&mut json),
+            Wire::OpenAiEmbeddings => Usage::from_openai_embeddings(&mut json),
+            Wire::Anthropic => Usage::from_anthropic(&mut json),
+        }
+        .and_then(|usage| json.end().map(|()| usage));
         let Ok(new) = parsed else {
             return;
         };
@@ -335,8 +337,9 @@ impl UsageReader {
                 continue;
             } else if b == b'"' {
                 self.want_model = false;
-                if !refused && let Ok(name) = std::str::from_utf8(&self.buf) {
-                    self.model = Some(name.to_owned());
+                if !refused {
+                    // The captured bytes become the name: moved, not copied.
+                    self.model = String::from_utf8(std::mem::take(&mut self.buf)).ok();
                 }
                 self.state = State::Search;
                 return i + 1;
