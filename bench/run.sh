@@ -21,6 +21,11 @@
 #   BENCH_POLICY      "full" (default): the Service has a Policy with allowlists, scopes and
 #                     rate limits too high to trigger, so the whole policy path runs;
 #                     "auth": no Policy, token auth only (to compare the policy path's cost)
+#   BENCH_USAGE       "gateway" (default): streamed requests do not ask for usage, so uprox asks
+#                     upstream for it (to cost the request) and strips the usage chunk — the
+#                     upstream, on this same machine, then does more work for uprox than for
+#                     the others; "client": every target's requests ask for it
+#                     (stream_options.include_usage), so the upstream's work is the same
 #   CARGO_TARGET_DIR  where cargo builds (default target/)
 set -euo pipefail
 
@@ -279,10 +284,11 @@ read -r -a CONNS <<< "${BENCH_CONNS:-1 64}"
 # Request bodies and the wrk script.
 # ---------------------------------------------------------------------------------------------
 body_for() {
-    local stream=false
+    local stream=false options=""
     [[ $1 == sse ]] && stream=true
-    printf '{"model":"%s","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32,"stream":%s}' \
-        "$MODEL" "$stream"
+    [[ $1 == sse && ${BENCH_USAGE:-gateway} == client ]] && options=',"stream_options":{"include_usage":true}'
+    printf '{"model":"%s","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32,"stream":%s%s}' \
+        "$MODEL" "$stream" "$options"
 }
 
 for mode in "${MODES[@]}"; do

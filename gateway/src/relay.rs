@@ -98,11 +98,9 @@ impl<B> Relay<B> {
     fn take_in(&mut self, frame: Frame<Bytes>) {
         let frame = match frame.into_data() {
             Ok(data) => {
-                if let Some(meter) = &mut self.meter {
-                    meter.feed(&data);
-                }
+                let maybe_usage = self.meter.as_mut().is_none_or(|meter| meter.feed(&data));
                 let data = match &mut self.strip {
-                    Some(strip) => match strip.frame(data) {
+                    Some(strip) => match strip.frame_hinted(data, maybe_usage) {
                         Some(data) => data,
                         None => return,
                     },

@@ -146,17 +146,15 @@ impl Meter {
         self.wire
     }
 
-    /// One frame of the upstream body.
-    pub fn feed(&mut self, data: &[u8]) {
+    /// One frame of the upstream body. Returns whether it may hold part of a usage object.
+    pub fn feed(&mut self, data: &[u8]) -> bool {
         self.bytes += data.len() as u64;
-        if let Some(reader) = &mut self.reader {
-            reader.feed(data);
-            // Upstreams write one event per chunk; counting chunks costs nothing, counting
-            // `data:` lines would cost a search of every byte.
-            if self.sse {
-                self.events += 1;
-            }
+        // Upstreams write one event per chunk; counting chunks costs nothing, counting `data:`
+        // lines would cost a search of every byte.
+        if self.sse {
+            self.events += 1;
         }
+        self.reader.as_mut().is_none_or(|reader| reader.feed(data))
     }
 
     /// The upstream body ended normally.

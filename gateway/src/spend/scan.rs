@@ -106,10 +106,14 @@ impl UsageReader {
         }
     }
 
-    /// Reads the next frame of the answer.
-    pub fn feed(&mut self, data: &[u8]) {
+    /// Reads the next frame of the answer. Returns whether the frame held part of a usage
+    /// object (`"usage": {…}`; not `"usage": null`), which lets [`super::strip`] pass the other
+    /// frames without searching them again.
+    pub fn feed(&mut self, data: &[u8]) -> bool {
         let mut at = 0;
+        let mut usage = matches!(self.state, State::Object { .. });
         while at < data.len() {
+            usage |= matches!(self.state, State::Object { .. });
             at = match self.state {
                 State::Search => self.search(data, at),
                 State::Colon(key) => self.colon(data, at, key),
@@ -118,6 +122,7 @@ impl UsageReader {
                 State::Model { .. } => self.model_string(data, at),
             };
         }
+        usage | matches!(self.state, State::Object { .. })
     }
 
     /// The usage the provider reported, `None` when the answer held no usage object.

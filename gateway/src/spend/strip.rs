@@ -41,6 +41,21 @@ pub struct StripUsage {
 impl StripUsage {
     /// The bytes to pass on now for the next frame of the stream; `None` when there are none.
     pub fn frame(&mut self, data: Bytes) -> Option<Bytes> {
+        self.frame_hinted(data, true)
+    }
+
+    /// [`frame`](Self::frame), told by the [`UsageReader`](super::scan::UsageReader) that read
+    /// the same frame whether it held part of a usage object. A frame without one that ends on
+    /// an event boundary, with nothing held back, is passed on without being searched.
+    pub fn frame_hinted(&mut self, data: Bytes, maybe_usage: bool) -> Option<Bytes> {
+        if !maybe_usage
+            && !self.passing
+            && self.held.is_empty()
+            && self.growing.is_empty()
+            && (data.ends_with(b"\n\n") || data.ends_with(b"\r\n\r\n"))
+        {
+            return Some(data);
+        }
         if self.held.is_empty() && self.growing.is_empty() {
             return non_empty(self.events(data));
         }

@@ -13,17 +13,29 @@ fn expected(stream: &str, boundary: &str) -> String {
     events.iter().filter(|e| !e.contains(r#""choices":[],"usage":{"#)).copied().collect()
 }
 
+/// The stream through [`StripUsage::frame`], and through [`StripUsage::frame_hinted`] told by
+/// a [`UsageReader`](crate::spend::scan::UsageReader) as the relay does: both must agree.
 fn strip(frames: impl IntoIterator<Item = Bytes>) -> Vec<u8> {
-    let mut strip = StripUsage::default();
-    let mut out = Vec::new();
-    for frame in frames {
-        if let Some(passed) = strip.frame(frame) {
-            assert!(!passed.is_empty(), "None, not an empty frame");
-            out.extend_from_slice(&passed);
+    let frames: Vec<Bytes> = frames.into_iter().collect();
+    let run = |hinted: bool| {
+        let mut strip = StripUsage::default();
+        let mut reader = crate::spend::scan::UsageReader::new(crate::spend::scan::Wire::OpenAiChat, true);
+        let mut out = Vec::new();
+        for frame in &frames {
+            let maybe_usage = reader.feed(frame);
+            let passed =
+                if hinted { strip.frame_hinted(frame.clone(), maybe_usage) } else { strip.frame(frame.clone()) };
+            if let Some(passed) = passed {
+                assert!(!passed.is_empty(), "None, not an empty frame");
+                out.extend_from_slice(&passed);
+            }
         }
-    }
-    out.extend_from_slice(&strip.finish().unwrap_or_default());
-    out
+        out.extend_from_slice(&strip.finish().unwrap_or_default());
+        out
+    };
+    let plain = run(false);
+    assert_eq!(run(true), plain, "the reader's hint changes nothing");
+    plain
 }
 
 /// Whole, byte by byte, event by event and in random splits.
@@ -128,4 +140,14 @@ fn an_oversized_event_passes_on_unmodified() {
         let frames = [Bytes::from(stream[..at].to_owned()), Bytes::from(stream[at..].to_owned())];
         assert!(strip(frames) == head.as_bytes(), "{end:?} split after {split}");
     }
+}
+
+#[test]
+fn a_frame_the_reader_found_no_usage_in_is_passed_without_a_search() {
+    let mut strip = StripUsage::default();
+    let frame = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n");
+    // Told wrongly that there is none, it trusts the hint: proof that nothing was searched.
+    let passed = strip.frame_hinted(frame.clone(), false).unwrap();
+    assert_eq!(passed.as_ptr(), frame.as_ptr());
+    assert!(strip.frame_hinted(frame.clone(), true).is_none(), "with the hint, it is cut");
 }
