@@ -37,7 +37,9 @@ pub async fn completions(
     let mut body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
     let wire = if provider.kind() == ProviderType::Anthropic { Wire::Anthropic } else { Wire::OpenAiChat };
     // Anthropic streams always report usage; the translation keeps it from clients that did not ask.
-    let strip_usage = wire == Wire::OpenAiChat && head.needs_usage_forced();
+    let strip_usage = wire == Wire::OpenAiChat
+        && head.needs_usage_forced()
+        && accepts_stream_options(provider.kind(), provider.config.api_version.as_deref());
     if strip_usage {
         body = routing::with_include_usage(&body, &head)?;
     }
@@ -64,4 +66,34 @@ pub async fn completions(
         ProviderType::Mock => Err(GatewayError::Unsupported(provider.kind().as_str())),
     };
     routing::warn(answer, warning)
+}
+
+/// Whether the upstream takes `stream_options`: every OpenAI-shaped one does, except Azure
+/// OpenAI before `api-version` 2024-09-01 (it refuses the field). Those streams are costed from
+/// an estimate when they report no usage.
+fn accepts_stream_options(kind: ProviderType, api_version: Option<&str>) -> bool {
+    match (kind, api_version) {
+        (ProviderType::Azure, Some(version)) => version >= "2024-09-01",
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_azure_api_versions_are_not_sent_stream_options() {
+        for (version, accepts) in [
+            ("2024-06-01", false),
+            ("2024-08-01-preview", false),
+            ("2024-09-01-preview", true),
+            ("2024-10-21", true),
+            ("2025-04-01-preview", true),
+        ] {
+            assert_eq!(accepts_stream_options(ProviderType::Azure, Some(version)), accepts, "{version}");
+        }
+        assert!(accepts_stream_options(ProviderType::Azure, None), "the v1 surface");
+        assert!(accepts_stream_options(ProviderType::OpenaiCompatible, Some("2020-01-01")));
+    }
 }
