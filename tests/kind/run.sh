@@ -7,7 +7,8 @@
 # do: the image built from this checkout (`make image`), loaded into kind, and `helm install`
 # of charts/uprox (E2E_MODE=host instead runs both binaries on the host against the cluster,
 # with the CRDs applied from crds/). Then it applies the sample manifests and checks with the
-# generated token: a chat completion through the gateway, a Policy change, a revocation and a
+# generated token: a chat completion through the gateway, its cost in the usage ledger and the
+# Budget status, a Policy change, a revocation and a
 # deletion (printing how long each took to take effect), and that deleting the MachineToken
 # deletes its Secret. KEEP=1 keeps the cluster afterwards.
 #
@@ -101,6 +102,14 @@ is() { [[ "$(chat "${2:-mock-1}")" == "$1" ]]; }
 wait_for 10 is 200 || fail "a chat completion with the generated token did not succeed"
 echo "e2e: chat with the generated token: 200"
 
+echo "e2e: spend reaches the ledger and the Budget status"
+start=$(ms_now)
+spent() { [[ -n "$(kubectl -n default get budget demo-budget -o jsonpath='{.status.dailySpendUSD}')" ]] \
+  && kubectl -n "$NS" get configmap uprox-usage >/dev/null 2>&1; }
+wait_for 30 spent || fail "the chat's cost did not reach the usage ledger and the Budget status"
+echo "e2e: spend to Budget status: $(( $(ms_now) - start )) ms"
+kubectl -n default get budget demo-budget
+
 echo "e2e: a Policy change (drop mock-* from the models)"
 start=$(ms_now)
 kubectl -n default patch policy demo-policy --type merge -p '{"spec":{"models":["gpt-4o*"]}}' >/dev/null
@@ -125,4 +134,4 @@ echo "e2e: deleted to 401: $(( $(ms_now) - start )) ms"
 wait_for 60 bash -c "! kubectl -n default get secret demo-app-token" \
   || fail "the token Secret was not garbage-collected with its MachineToken"
 
-echo "e2e: 5 passed, 0 failed"
+echo "e2e: 6 passed, 0 failed"
