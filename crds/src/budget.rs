@@ -17,22 +17,7 @@ pub struct Usd(#[schemars(regex(pattern = r"^[0-9]{1,9}(\.[0-9]{1,6})?$"))] pub 
 impl Usd {
     /// The amount in micro-USD, or `None` when the text is not a decimal of the allowed shape.
     pub fn micro_usd(&self) -> Option<u64> {
-        let (whole, frac) = match self.0.split_once('.') {
-            // "1." has a point but no decimals: the schema's pattern refuses it, so must we.
-            Some((_, "")) => return None,
-            Some((w, f)) => (w, f),
-            None => (self.0.as_str(), ""),
-        };
-        let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(whole) || (!frac.is_empty() && (frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()))) {
-            return None;
-        }
-        let whole: u64 = whole.parse().ok()?;
-        let mut micro_frac: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
-        for _ in frac.len()..6 {
-            micro_frac *= 10;
-        }
-        whole.checked_mul(1_000_000)?.checked_add(micro_frac)
+        crate::prices::parse_decimal(&self.0, 9, 6).and_then(|micro| u64::try_from(micro).ok())
     }
 }
 

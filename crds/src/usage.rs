@@ -27,8 +27,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-use crate::prices::PICO_PER_USD;
-
 /// The ConfigMap holding the ledger, in the gateway namespace.
 pub const LEDGER_NAME: &str = "uprox-usage";
 /// Its data key.
@@ -125,20 +123,7 @@ pub struct PicoUsd(pub u128);
 impl PicoUsd {
     /// Parses `"12.5"` (at most 12 decimals).
     pub fn parse(text: &str) -> Option<Self> {
-        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || whole.len() > 24 || !digits(whole) || frac.len() > 12 || !digits(frac) {
-            return None;
-        }
-        if text.contains('.') && frac.is_empty() {
-            return None;
-        }
-        let whole: u128 = whole.parse().ok()?;
-        let mut pico_frac: u128 = 0;
-        for i in 0..12 {
-            pico_frac = pico_frac * 10 + frac.as_bytes().get(i).map_or(0, |b| u128::from(b - b'0'));
-        }
-        whole.checked_mul(PICO_PER_USD)?.checked_add(pico_frac).map(PicoUsd)
+        crate::prices::parse_decimal(text, 24, 12).map(PicoUsd)
     }
 }
 
@@ -371,6 +356,7 @@ pub fn service_key(namespace: &str, name: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::prices::PICO_PER_USD;
 
     fn delta(service: &str, pico: u128) -> Delta {
         Delta {

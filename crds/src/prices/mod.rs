@@ -31,7 +31,7 @@ mod tests;
 
 pub use catalog::{Catalog, CatalogError, CatalogProvider};
 pub use cost::{Cost, PICO_PER_MICRO, PICO_PER_USD, cost};
-pub use rate::{InvalidRate, LongContext, Price, RATE_DECIMALS, RATE_REGEX, Rate, Rates};
+pub use rate::{InvalidRate, LongContext, Price, RATE_DECIMALS, RATE_REGEX, Rate, Rates, parse_decimal};
 pub use usage::Usage;
 
 use serde::{Deserialize, Serialize};

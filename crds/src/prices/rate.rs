@@ -49,24 +49,33 @@ impl FromStr for Rate {
     type Err = InvalidRate;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InvalidRate(s.to_owned());
-        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || whole.len() > 6 || !digits(whole) || frac.len() > 6 || !digits(frac) {
-            return Err(bad());
-        }
-        if s.contains('.') && frac.is_empty() {
-            return Err(bad());
-        }
-        let whole: u64 = whole.parse().map_err(|_| bad())?;
-        // Right-pad the fraction to six digits: ".5" is 500_000 micro.
-        let mut micro_frac = 0u64;
-        for i in 0..RATE_DECIMALS as usize {
-            let digit = frac.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
-            micro_frac = micro_frac * 10 + digit;
-        }
-        Ok(Rate(whole * 1_000_000 + micro_frac))
+        parse_decimal(s, 6, RATE_DECIMALS)
+            .and_then(|micro| u64::try_from(micro).ok())
+            .map(Rate)
+            .ok_or_else(|| InvalidRate(s.to_owned()))
     }
+}
+
+/// A plain decimal (`"12"`, `"0.5"`; no sign, no exponent, digits on both sides of a point) with
+/// at most `max_whole` digits before the point and `scale` after it, as an integer of
+/// `10^-scale` units: `parse_decimal("2.5", 6, 6) == Some(2_500_000)`. Every money string of the
+/// API (prices, Budget ceilings, ledger amounts) is read with it.
+pub fn parse_decimal(text: &str, max_whole: usize, scale: u32) -> Option<u128> {
+    let (whole, frac) = match text.split_once('.') {
+        Some((_, "")) => return None,
+        Some(parts) => parts,
+        None => (text, ""),
+    };
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || whole.len() > max_whole || !digits(whole) || frac.len() > scale as usize || !digits(frac) {
+        return None;
+    }
+    let mut value: u128 = whole.parse().ok()?;
+    for i in 0..scale as usize {
+        let digit = frac.as_bytes().get(i).map_or(0, |b| u128::from(b - b'0'));
+        value = value.checked_mul(10)?.checked_add(digit)?;
+    }
+    Some(value)
 }
 
 impl fmt::Display for Rate {
