@@ -284,27 +284,41 @@ impl Ledger {
     /// already. Entries of earlier windows are reset first; writers silent for
     /// [`WRITER_RETENTION_SECS`] are forgotten.
     pub fn apply(&mut self, writer: &str, sequence: u64, delta: &Delta, now: i64) -> bool {
+        self.apply_at(writer, sequence, delta, now, now)
+    }
+
+    /// [`apply`](Self::apply) for spend made at `spent_at` and written at `now`: it counts in
+    /// the windows of `spent_at`. An entry of an earlier window is reset to that window; one
+    /// already in a later window (spend of yesterday written after today's) keeps its day and
+    /// takes the spend into its month only when that is the same month.
+    pub fn apply_at(&mut self, writer: &str, sequence: u64, delta: &Delta, spent_at: i64, now: i64) -> bool {
         if self.has_applied(writer, sequence) {
             return false;
         }
-        let at = Windows::at(now);
+        let at = Windows::at(spent_at);
         let (day, month) = (at.day_key(), at.month_key());
         for (service, add) in &delta.services {
             let entry = self.services.entry(service.clone()).or_default();
-            if entry.day != day {
+            // Keys are `YYYY-MM-DD` and `YYYY-MM`: they compare as the dates do.
+            if entry.day < day {
                 entry.day.clone_from(&day);
                 entry.day_usd = PicoUsd(0);
                 entry.day_requests = 0;
             }
-            if entry.month != month {
+            if entry.month < month {
                 entry.month.clone_from(&month);
                 entry.month_usd = PicoUsd(0);
                 entry.month_requests = 0;
                 entry.unpriced.clear();
             }
-            entry.day_usd.0 = entry.day_usd.0.saturating_add(add.pico_usd);
+            if entry.day == day {
+                entry.day_usd.0 = entry.day_usd.0.saturating_add(add.pico_usd);
+                entry.day_requests = entry.day_requests.saturating_add(add.requests);
+            }
+            if entry.month != month {
+                continue;
+            }
             entry.month_usd.0 = entry.month_usd.0.saturating_add(add.pico_usd);
-            entry.day_requests = entry.day_requests.saturating_add(add.requests);
             entry.month_requests = entry.month_requests.saturating_add(add.requests);
             for (model, count) in &add.unpriced {
                 if let Some(n) = entry.unpriced.get_mut(model) {
@@ -424,6 +438,21 @@ mod tests {
         assert_eq!(ledger.spent("t/s", &Windows::at(tomorrow)), (2, 7));
         let next_month = days_from_civil(2026, 12, 1) * 86_400;
         assert_eq!(ledger.spent("t/s", &Windows::at(next_month)), (0, 0));
+    }
+
+    #[test]
+    fn late_spend_counts_in_its_own_window() {
+        let mut ledger = Ledger::new();
+        let tomorrow = NOW + 86_400;
+        ledger.apply("a", 1, &delta("t/s", 5), tomorrow);
+        // Spend of today written after tomorrow's: today's total is gone, the month takes it.
+        ledger.apply_at("a", 2, &delta("t/s", 2), NOW, tomorrow + 1);
+        assert_eq!(ledger.spent("t/s", &Windows::at(tomorrow)), (5, 7));
+        // Spend of the previous month written late changes neither window.
+        let last_month = days_from_civil(2026, 10, 31) * 86_400;
+        ledger.apply_at("a", 3, &delta("t/s", 100), last_month, tomorrow + 2);
+        assert_eq!(ledger.spent("t/s", &Windows::at(tomorrow)), (5, 7));
+        assert_eq!(ledger.services["t/s"].month_requests, 2);
     }
 
     #[test]

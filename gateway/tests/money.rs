@@ -163,8 +163,8 @@ async fn embeddings_are_costed_and_unpriced_models_are_served_and_counted() {
     assert_eq!(r.status(), 200, "a model without a price is served");
     r.bytes().await.unwrap();
     assert_spent(&h, 5000 * 20_000).await;
-    let delta = h.gateway.spend.collect().delta;
-    let app = &delta.services["team/app"];
+    let days = h.gateway.spend.collect();
+    let app = &days.last().unwrap().delta.services["team/app"];
     assert_eq!(app.requests, 2);
     assert_eq!(app.unpriced.get("acme-1-2024-08-06"), Some(&1), "named as the answer names it: {app:?}");
 }
@@ -223,8 +223,13 @@ async fn a_block_budget_refuses_with_402_once_spent_and_the_next_day_allows_agai
     assert!(message.contains("team/cap") && message.contains("daily") && message.contains(&tomorrow), "{message}");
     assert_eq!(up.seen.lock().unwrap().len(), 2, "a refused request never reaches the upstream");
 
-    // The window resets at midnight UTC (once this spend is in the ledger, where it belongs to
-    // today; unwritten spend counts in every current window).
+    // The window resets at midnight UTC, for spend still pending and spend in the ledger alike.
+    let tomorrow = Windows::at(unix_now()).day_resets_at();
+    {
+        let snapshot = h.gateway.snapshot().unwrap();
+        let app = snapshot.services.iter().position(|s| s.id.name == "app").unwrap();
+        assert!(uprox_gateway::spend::budget::check(&snapshot, app, tomorrow).is_ok(), "pending spend");
+    }
     let state = tempfile::tempdir().unwrap();
     let store = Store::File(FileStore::new(state.path()).unwrap());
     Flusher::new(h.gateway.spend.clone(), store, Flusher::writer_name("gw")).round(unix_now()).await.unwrap();
@@ -380,10 +385,10 @@ async fn replicas_add_to_one_ledger_configmap_exactly_once() {
             let (store, delta) = (store(), delta.clone());
             tokio::spawn(async move {
                 for sequence in 1..=10 {
-                    store.apply(writer, sequence, &delta, now).await.unwrap();
+                    store.apply(writer, sequence, &delta, now, now).await.unwrap();
                 }
                 // A retry whose first attempt landed is not counted again.
-                store.apply(writer, 10, &delta, now).await.unwrap();
+                store.apply(writer, 10, &delta, now, now).await.unwrap();
             })
         })
         .collect();

@@ -56,22 +56,28 @@ impl Flusher {
                 }
             }
         }
-        let collected = self.spend.collect();
-        if collected.delta.is_empty() {
+        let mut days = self.spend.collect().into_iter();
+        let Some(mut collected) = days.next() else {
             if let Some(ledger) = self.store.read().await? {
                 self.spend.install(&ledger, now);
             }
             return Ok(());
-        }
-        self.sequence += 1;
-        match self.store.apply(&self.writer, self.sequence, &collected.delta, now).await {
-            Ok(ledger) => {
-                self.spend.written(collected, &ledger, now);
-                Ok(())
+        };
+        // One write per day of spend (two only around midnight), each in its own day.
+        loop {
+            self.sequence += 1;
+            let spent_at = collected.day * 86_400;
+            match self.store.apply(&self.writer, self.sequence, &collected.delta, spent_at, now).await {
+                Ok(ledger) => self.spend.written(collected, &ledger, now),
+                Err(e) => {
+                    self.unresolved = Some((self.sequence, collected));
+                    days.for_each(|rest| self.spend.unwritten(rest));
+                    return Err(e);
+                }
             }
-            Err(e) => {
-                self.unresolved = Some((self.sequence, collected));
-                Err(e)
+            match days.next() {
+                Some(next) => collected = next,
+                None => return Ok(()),
             }
         }
     }
@@ -137,8 +143,8 @@ mod tests {
         let (meter_a, meter_b) = (a.service(&id), b.service(&id));
         let mut flush_a = Flusher::new(a.clone(), store(), Flusher::writer_name("a"));
         let mut flush_b = Flusher::new(b.clone(), store(), Flusher::writer_name("b"));
-        meter_a.charge(3_000_000, None);
-        meter_b.charge(4_000_000, None);
+        meter_a.charge_on(NOW / 86_400, 3_000_000, None);
+        meter_b.charge_on(NOW / 86_400, 4_000_000, None);
         flush_a.round(NOW).await.unwrap();
         flush_b.round(NOW).await.unwrap();
         // b sees both; a sees both once it reads again.
@@ -160,7 +166,7 @@ mod tests {
         let spend = Arc::new(Spend::default());
         let meter = spend.service(&ObjectId::new("team", "svc"));
         let mut flusher = Flusher::new(spend.clone(), Store::File(FileStore::new(dir.path()).unwrap()), "w".to_owned());
-        meter.charge(5_000_000, Some("m"));
+        meter.charge_on(NOW / 86_400, 5_000_000, Some("m"));
         assert!(flusher.round(NOW).await.is_err());
         assert_eq!(meter.spent(&Windows::at(NOW)), (5_000_000, 5_000_000));
         std::fs::remove_file(dir.path().join(super::super::store::LEDGER_FILE)).unwrap();

@@ -25,10 +25,9 @@ use uprox_crds::usage::{Delta, Ledger, ServiceDelta, Windows, service_key};
 pub struct ServiceMeter {
     /// `namespace/name`, its key in the ledger.
     pub key: String,
-    /// Pico-USD spent here and not yet in the view.
-    pending_pico: AtomicU64,
-    /// Requests costed here and not yet written.
-    pending_requests: AtomicU64,
+    /// Spend not yet in the view, by UTC day: slot `day % 2` holds day `day`, so spend made
+    /// before midnight and written after it still counts in its own day.
+    pending: [Pending; 2],
     /// The view's day (days since the epoch) and month (`year * 12 + month`) keys.
     view_day: AtomicI64,
     view_month: AtomicI64,
@@ -63,6 +62,23 @@ pub struct ModelCost {
     pub unpriced: u64,
 }
 
+/// Spend of one UTC day not yet written.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Days since the epoch.
+    day: AtomicI64,
+    /// Pico-USD.
+    pico: AtomicU64,
+    /// Requests.
+    requests: AtomicU64,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.pico.load(Ordering::Relaxed) == 0 && self.requests.load(Ordering::Relaxed) == 0
+    }
+}
+
 /// `year * 12 + month`: a month key that compares as time does.
 fn month_number(at: &Windows) -> i64 {
     at.year * 12 + i64::from(at.month)
@@ -77,8 +93,7 @@ impl ServiceMeter {
     fn new(key: String) -> Self {
         Self {
             key,
-            pending_pico: AtomicU64::new(0),
-            pending_requests: AtomicU64::new(0),
+            pending: Default::default(),
             view_day: AtomicI64::new(i64::MIN),
             view_month: AtomicI64::new(i64::MIN),
             view_day_micro: AtomicU64::new(0),
@@ -126,11 +141,22 @@ impl ServiceMeter {
         sum
     }
 
-    /// Adds one costed request. `unpriced` names the model when it had no price.
+    /// Adds one request costed now. `unpriced` names the model when it had no price.
     pub fn charge(&self, pico_usd: u128, unpriced: Option<&str>) {
+        self.charge_on(crate::spend::flush::unix_now().div_euclid(86_400), pico_usd, unpriced);
+    }
+
+    /// Adds one request costed on UTC day `day` (days since the epoch).
+    pub fn charge_on(&self, day: i64, pico_usd: u128, unpriced: Option<&str>) {
         let pico = u64::try_from(pico_usd).unwrap_or(u64::MAX);
-        self.pending_pico.fetch_add(pico, Ordering::Relaxed);
-        self.pending_requests.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.pending[(day & 1) as usize];
+        // The slot held the day before yesterday, written long ago (a flusher that failed for
+        // two days would have its spend counted today).
+        if slot.day.load(Ordering::Relaxed) != day {
+            slot.day.store(day, Ordering::Relaxed);
+        }
+        slot.pico.fetch_add(pico, Ordering::Relaxed);
+        slot.requests.fetch_add(1, Ordering::Relaxed);
         self.total_pico.fetch_add(pico, Ordering::Relaxed);
         if let Some(model) = unpriced {
             let mut map = self.unpriced.lock().unwrap_or_else(PoisonError::into_inner);
@@ -143,10 +169,23 @@ impl ServiceMeter {
         }
     }
 
-    /// Spend in the windows `at`, `(day, month)` in pico-USD: the view (zero when it is of an
-    /// earlier window) plus pending.
+    /// Spend in the windows `at`, `(day, month)` in pico-USD: the view (zero when it is of
+    /// another window) plus what is pending of those windows.
     pub fn spent(&self, at: &Windows) -> (u128, u128) {
-        let pending = u128::from(self.pending_pico.load(Ordering::Relaxed));
+        let (mut pending_day, mut pending_month) = (0u128, 0u128);
+        for slot in &self.pending {
+            let pico = u128::from(slot.pico.load(Ordering::Relaxed));
+            if pico == 0 {
+                continue;
+            }
+            let day = slot.day.load(Ordering::Relaxed);
+            if day == at.day {
+                pending_day += pico;
+            }
+            if month_number(&Windows::at(day * 86_400)) == month_number(at) {
+                pending_month += pico;
+            }
+        }
         let view = |key: &AtomicI64, micro: &AtomicU64, current: i64| {
             if key.load(Ordering::Acquire) == current {
                 u128::from(micro.load(Ordering::Relaxed)) * PICO_PER_MICRO
@@ -155,8 +194,8 @@ impl ServiceMeter {
             }
         };
         (
-            view(&self.view_day, &self.view_day_micro, at.day) + pending,
-            view(&self.view_month, &self.view_month_micro, month_number(at)) + pending,
+            view(&self.view_day, &self.view_day_micro, at.day) + pending_day,
+            view(&self.view_month, &self.view_month_micro, month_number(at)) + pending_month,
         )
     }
 
@@ -201,13 +240,16 @@ impl BudgetMeter {
     }
 }
 
-/// What one flush takes from the meters: the delta to write, and per meter what to subtract
-/// from `pending` once it is written.
+/// What one flush takes from the meters for one UTC day: the delta to write, and per meter
+/// what to subtract from its pending spend once it is written.
 #[derive(Debug, Default)]
 pub struct Collected {
+    /// The day the spend was made (days since the epoch).
+    pub day: i64,
     /// The ledger delta.
     pub delta: Delta,
-    taken: Vec<(Arc<ServiceMeter>, u64, u64)>,
+    /// Meter, pending slot, pico-USD and requests taken.
+    taken: Vec<(Arc<ServiceMeter>, usize, u64, u64)>,
 }
 
 /// The registry of meters.
@@ -247,11 +289,10 @@ impl Spend {
     /// left to write.
     pub fn retain(&self, services: &[ObjectId], budgets: &[ObjectId]) {
         let keep: std::collections::HashSet<&ObjectId> = services.iter().collect();
-        self.services.lock().unwrap_or_else(PoisonError::into_inner).retain(|id, meter| {
-            keep.contains(id)
-                || meter.pending_pico.load(Ordering::Relaxed) > 0
-                || meter.pending_requests.load(Ordering::Relaxed) > 0
-        });
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, meter| keep.contains(id) || meter.pending.iter().any(|slot| !slot.is_empty()));
         let keep: std::collections::HashSet<&ObjectId> = budgets.iter().collect();
         self.budgets
             .lock()
@@ -264,40 +305,54 @@ impl Spend {
         self.services.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
 
-    /// Takes what the meters have not written yet (they keep counting it until
-    /// [`written`](Self::written)).
-    pub fn collect(&self) -> Collected {
-        let mut collected = Collected::default();
+    /// Takes what the meters have not written yet, one [`Collected`] per day, oldest first
+    /// (the meters keep counting it until [`written`](Self::written)).
+    pub fn collect(&self) -> Vec<Collected> {
+        let mut by_day: BTreeMap<i64, Collected> = BTreeMap::new();
         for meter in self.all() {
-            let pico = meter.pending_pico.load(Ordering::Relaxed);
-            let requests = meter.pending_requests.load(Ordering::Relaxed);
             let unpriced = std::mem::take(&mut *meter.unpriced.lock().unwrap_or_else(PoisonError::into_inner));
-            if pico == 0 && requests == 0 && unpriced.is_empty() {
-                continue;
+            let mut latest: Option<i64> = None;
+            for (index, slot) in meter.pending.iter().enumerate() {
+                let (pico, requests) = (slot.pico.load(Ordering::Relaxed), slot.requests.load(Ordering::Relaxed));
+                if pico == 0 && requests == 0 {
+                    continue;
+                }
+                let day = slot.day.load(Ordering::Relaxed);
+                let collected = by_day.entry(day).or_insert_with(|| Collected { day, ..Collected::default() });
+                collected.delta.services.insert(
+                    meter.key.clone(),
+                    ServiceDelta { pico_usd: u128::from(pico), requests, unpriced: BTreeMap::new() },
+                );
+                collected.taken.push((meter.clone(), index, pico, requests));
+                latest = latest.max(Some(day));
             }
-            collected
-                .delta
-                .services
-                .insert(meter.key.clone(), ServiceDelta { pico_usd: u128::from(pico), requests, unpriced });
-            collected.taken.push((meter, pico, requests));
+            // Unpriced counts go with the latest day (they are counted per month).
+            if !unpriced.is_empty() {
+                let day = latest.unwrap_or_else(|| crate::spend::flush::unix_now().div_euclid(86_400));
+                let collected = by_day.entry(day).or_insert_with(|| Collected { day, ..Collected::default() });
+                collected.delta.services.entry(meter.key.clone()).or_default().unpriced = unpriced;
+                if !collected.taken.iter().any(|(m, ..)| Arc::ptr_eq(m, &meter)) {
+                    collected.taken.push((meter.clone(), 0, 0, 0));
+                }
+            }
         }
-        collected
+        by_day.into_values().collect()
     }
 
     /// A collected delta is in the ledger `ledger`: installs it as the view, then stops
     /// counting the delta as pending.
     pub fn written(&self, collected: Collected, ledger: &Ledger, now: i64) {
         self.install(ledger, now);
-        for (meter, pico, requests) in collected.taken {
-            meter.pending_pico.fetch_sub(pico, Ordering::Relaxed);
-            meter.pending_requests.fetch_sub(requests, Ordering::Relaxed);
+        for (meter, slot, pico, requests) in collected.taken {
+            meter.pending[slot].pico.fetch_sub(pico, Ordering::Relaxed);
+            meter.pending[slot].requests.fetch_sub(requests, Ordering::Relaxed);
         }
     }
 
     /// A collected delta could not be written: its unpriced counts go back to the meters (the
     /// spend never left them).
     pub fn unwritten(&self, collected: Collected) {
-        for (meter, _, _) in &collected.taken {
+        for (meter, ..) in &collected.taken {
             if let Some(add) = collected.delta.services.get(&meter.key) {
                 let mut map = meter.unpriced.lock().unwrap_or_else(PoisonError::into_inner);
                 for (model, n) in &add.unpriced {
@@ -330,27 +385,46 @@ mod tests {
 
     const NOW: i64 = 1_795_802_400;
 
+    const DAY: i64 = NOW / 86_400;
+
     #[test]
     fn spend_is_view_plus_pending_and_never_missed_across_a_flush() {
         let spend = Spend::default();
         let id = ObjectId::new("team", "svc");
         let meter = spend.service(&id);
         let at = Windows::at(NOW);
-        meter.charge(1_500_000, None);
+        meter.charge_on(DAY, 1_500_000, None);
         assert_eq!(meter.spent(&at), (1_500_000, 1_500_000));
 
-        let collected = spend.collect();
-        meter.charge(1_000_000, Some("mystery"));
+        let [collected]: [Collected; 1] = spend.collect().try_into().unwrap();
+        assert_eq!(collected.day, DAY);
+        meter.charge_on(DAY, 1_000_000, Some("mystery"));
         let mut ledger = Ledger::new();
         assert!(ledger.apply("me", 1, &collected.delta, NOW));
         spend.written(collected, &ledger, NOW);
         // The view has 1.5 µUSD rounded up to 2 µUSD; pending keeps the later charge.
         assert_eq!(meter.spent(&at), (3_000_000, 3_000_000));
 
-        let collected = spend.collect();
+        let [collected]: [Collected; 1] = spend.collect().try_into().unwrap();
         assert_eq!(collected.delta.services["team/svc"].unpriced["mystery"], 1);
         spend.unwritten(collected);
-        assert_eq!(spend.collect().delta.services["team/svc"].unpriced["mystery"], 1, "kept for the next write");
+        assert_eq!(spend.collect()[0].delta.services["team/svc"].unpriced["mystery"], 1, "kept for the next write");
+    }
+
+    #[test]
+    fn spend_before_midnight_stays_in_its_day() {
+        let spend = Spend::default();
+        let meter = spend.service(&ObjectId::new("team", "svc"));
+        meter.charge_on(DAY, 5, None);
+        meter.charge_on(DAY + 1, 7, None);
+        let tomorrow = Windows::at(NOW + 86_400);
+        assert_eq!(meter.spent(&tomorrow), (7, 12), "yesterday's unwritten spend is in the month, not the day");
+        let days: Vec<i64> = spend.collect().iter().map(|c| c.day).collect();
+        assert_eq!(days, [DAY, DAY + 1], "one delta per day, oldest first");
+        // The first day of a month does not count the last day of the previous one.
+        let first = uprox_crds::usage::days_from_civil(2026, 12, 1);
+        meter.charge_on(first - 1, 100, None);
+        assert_eq!(meter.spent(&Windows::at(first * 86_400)).1, 0);
     }
 
     #[test]

@@ -21,6 +21,17 @@ use uprox_crds::usage::{Delta, LEDGER_NAME, Ledger, LedgerError};
 pub const LEDGER_FILE: &str = "usage.json";
 /// The lock file beside it.
 const LOCK_FILE: &str = "usage.lock";
+/// Which delta of a writer, when it was spent and when it is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    /// The writer's sequence number of the delta.
+    pub sequence: u64,
+    /// When the spend was made, Unix seconds: the windows it counts in.
+    pub spent_at: i64,
+    /// Now, Unix seconds.
+    pub now: i64,
+}
+
 /// Conflicting writes retried before giving up until the next flush.
 const MAX_CONFLICTS: u32 = 16;
 
@@ -97,17 +108,24 @@ impl Store {
         }
     }
 
-    /// Applies delta `sequence` of `writer` at `now` (Unix seconds) and returns the ledger as
-    /// written (or as found, when that delta was applied already).
-    pub async fn apply(&self, writer: &str, sequence: u64, delta: &Delta, now: i64) -> Result<Ledger, StoreError> {
+    /// Applies delta `sequence` of `writer`, spent at `spent_at` and written at `now` (Unix
+    /// seconds; see [`Ledger::apply_at`]), and returns the ledger as written (or as found, when
+    /// that delta was applied already).
+    pub async fn apply(
+        &self,
+        writer: &str,
+        sequence: u64,
+        delta: &Delta,
+        spent_at: i64,
+        now: i64,
+    ) -> Result<Ledger, StoreError> {
+        let stamp = Stamp { sequence, spent_at, now };
         match self {
             Store::File(file) => {
                 let (file, writer, delta) = (file.clone(), writer.to_owned(), delta.clone());
-                blocking(move || file.apply(&writer, sequence, &delta, now)).await
+                blocking(move || file.apply(&writer, stamp, &delta)).await
             }
-            Store::ConfigMap(store) => {
-                apply_config_map(&store.api, &store.namespace, writer, sequence, delta, now).await
-            }
+            Store::ConfigMap(store) => apply_config_map(&store.api, &store.namespace, writer, stamp, delta).await,
         }
     }
 }
@@ -122,9 +140,8 @@ async fn apply_config_map(
     api: &Api<ConfigMap>,
     namespace: &str,
     writer: &str,
-    sequence: u64,
+    stamp: Stamp,
     delta: &Delta,
-    now: i64,
 ) -> Result<Ledger, StoreError> {
     let params = PostParams { field_manager: Some("uprox-gateway".to_owned()), ..PostParams::default() };
     for attempt in 0..MAX_CONFLICTS {
@@ -140,7 +157,7 @@ async fn apply_config_map(
             Some(config_map) => Ledger::from_config_map(config_map)?,
             None => Ledger::new(),
         };
-        if !ledger.apply(writer, sequence, delta, now) {
+        if !ledger.apply_at(writer, stamp.sequence, delta, stamp.spent_at, stamp.now) {
             return Ok(ledger);
         }
         let mut object = ledger.to_config_map(namespace);
@@ -201,10 +218,10 @@ impl FileStore {
     }
 
     /// Applies one delta under the exclusive lock.
-    pub fn apply(&self, writer: &str, sequence: u64, delta: &Delta, now: i64) -> Result<Ledger, StoreError> {
+    pub fn apply(&self, writer: &str, stamp: Stamp, delta: &Delta) -> Result<Ledger, StoreError> {
         let _lock = self.locked(true)?;
         let mut ledger = self.read_unlocked()?.unwrap_or_else(Ledger::new);
-        if !ledger.apply(writer, sequence, delta, now) {
+        if !ledger.apply_at(writer, stamp.sequence, delta, stamp.spent_at, stamp.now) {
             return Ok(ledger);
         }
         let tmp = self.path.with_extension(format!("json.tmp-{}", std::process::id()));
@@ -257,11 +274,12 @@ mod tests {
             .into_iter()
             .map(|(name, store)| {
                 std::thread::spawn(move || {
+                    let stamp = |sequence| Stamp { sequence, spent_at: NOW, now: NOW };
                     for seq in 1..=50 {
-                        store.apply(name, seq, &delta(1_000_000), NOW).unwrap();
+                        store.apply(name, stamp(seq), &delta(1_000_000)).unwrap();
                     }
                     // A retry of a delta already applied changes nothing.
-                    store.apply(name, 50, &delta(1_000_000), NOW).unwrap();
+                    store.apply(name, stamp(50), &delta(1_000_000)).unwrap();
                 })
             })
             .collect();
@@ -284,7 +302,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(LEDGER_FILE), "{not json").unwrap();
         let store = FileStore::new(dir.path()).unwrap();
-        assert!(matches!(store.apply("a", 1, &delta(1), NOW), Err(StoreError::Ledger(_))));
+        let stamp = Stamp { sequence: 1, spent_at: NOW, now: NOW };
+        assert!(matches!(store.apply("a", stamp, &delta(1)), Err(StoreError::Ledger(_))));
         assert_eq!(std::fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap(), "{not json");
     }
 }
