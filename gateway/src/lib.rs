@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod clock;
 pub mod cluster;
 pub mod error;
 pub mod files;

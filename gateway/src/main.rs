@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use uprox_gateway::app::{Gateway, Settings};
-use uprox_gateway::spend::flush::{Flusher, unix_now};
+use uprox_gateway::clock::unix_now;
+use uprox_gateway::spend::flush::Flusher;
 use uprox_gateway::spend::store::{FileStore, Store};
 use uprox_gateway::{cluster, files, server, standalone};
 

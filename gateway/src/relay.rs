@@ -85,12 +85,27 @@ impl<B> Relay<B> {
         }
     }
 
-    /// Wraps an upstream body whose frames `meter` reads; with `strip`, the usage-only chunk
-    /// of an OpenAI chat stream is removed on the way.
-    pub fn metered(inner: B, idle: Duration, meter: Option<Meter>, strip: bool) -> Self {
+    /// Wraps the body of an answer whose head is `parts`, metered by `meter` when there is
+    /// one (told the status and whether the body is an event stream). With `strip_usage`, a
+    /// successful event stream loses the usage-only chunk the gateway asked for on the client's
+    /// behalf.
+    pub fn answering(
+        parts: &http::response::Parts,
+        inner: B,
+        idle: Duration,
+        mut meter: Option<Meter>,
+        strip_usage: bool,
+    ) -> Self {
+        let sse = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if let Some(meter) = &mut meter {
+            meter.answered(parts.status, sse);
+        }
         let mut relay = Self::new(inner, idle);
         relay.meter = meter;
-        relay.strip = strip.then(StripUsage::default);
+        relay.strip = (strip_usage && sse && parts.status.is_success()).then(StripUsage::default);
         relay
     }
 

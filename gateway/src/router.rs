@@ -14,7 +14,6 @@
 //! clients expect Anthropic's error shape.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -215,7 +214,7 @@ async fn dispatch(
         | Endpoint::FileContent => {}
     }
     let snapshot = gateway.snapshot().ok_or(GatewayError::NotReady)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = crate::clock::unix_now();
     let caller = auth::authenticate(&snapshot, request.headers(), now)?;
     if let Some(scope) = endpoint.scope() {
         policy::check_scope(&snapshot, &caller, scope)?;

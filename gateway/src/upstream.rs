@@ -82,14 +82,7 @@ impl Call<'_> {
     /// The relay of an answer, metered when the call carries a meter: the meter learns the
     /// status and whether the body is an event stream.
     pub fn relay<B>(&mut self, parts: &http::response::Parts, body: B) -> crate::relay::Relay<B> {
-        let sse =
-            parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let mut meter = self.meter.take();
-        if let Some(meter) = &mut meter {
-            meter.answered(parts.status, sse);
-        }
-        let strip = self.strip_usage && sse && parts.status.is_success();
-        crate::relay::Relay::metered(body, self.idle_timeout, meter, strip)
+        crate::relay::Relay::answering(parts, body, self.idle_timeout, self.meter.take(), self.strip_usage)
     }
 
     /// A request to the call's URI with the provider's key and fixed headers.
@@ -123,7 +116,7 @@ impl Call<'_> {
         if keys.len() < 2 {
             return self.attempt(request).await;
         }
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         let primary = self.key.unwrap_or(0);
         let order = std::iter::once(primary).chain((0..keys.len()).filter(move |&k| k != primary));
         let mut candidates: Vec<usize> = order.filter(|&k| !keys[k].cooling(now)).collect();
@@ -139,7 +132,7 @@ impl Call<'_> {
             *request.uri_mut() = uri_for(self.uri, Some(key));
             outcome = self.attempt(request).await;
             let Some(cooldown) = cooldown_after(&outcome) else { return outcome };
-            key.cool_down(now_ms() + cooldown.as_millis() as u64);
+            key.cool_down(crate::clock::unix_millis() + cooldown.as_millis() as u64);
             if attempt + 1 < candidates.len() {
                 tracing::warn!(provider = %self.provider.config.id, key = %key.label, ?cooldown, "upstream failed; trying the next key");
             }
@@ -203,8 +196,4 @@ fn cooldown_after(outcome: &Result<Response<Incoming>, GatewayError>) -> Option<
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     value.parse::<u64>().ok().map(Duration::from_secs)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::{Harness, PROVIDER_KEY, Seen, TOKEN, Upstream, error_of, identity_with, reply};
 use uprox_crds::usage::{Delta, ServiceDelta, Windows};
-use uprox_gateway::spend::flush::{Flusher, unix_now};
+use uprox_gateway::clock::unix_now;
+use uprox_gateway::spend::flush::Flusher;
 use uprox_gateway::spend::store::{FileStore, Store};
 use uprox_testkit::apiserver::FakeApiServer;
 

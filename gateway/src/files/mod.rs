@@ -247,10 +247,7 @@ impl FilesState {
     }
 }
 
-/// Now, in Unix seconds.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
+pub(crate) use crate::clock::unix_now;
 
 #[cfg(test)]
 mod tests {

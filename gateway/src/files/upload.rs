@@ -162,7 +162,7 @@ impl Upload<'_> {
     /// being sent (its size is bounded), then for at most the provider's timeout.
     pub async fn send(self, body: UploadBody, outcome: &Outcome) -> Result<Response<Incoming>, GatewayError> {
         let keys = &self.provider.keys;
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         let key = self.key.map(|preferred| {
             if keys.get(preferred).is_some_and(|k| k.cooling(now)) {
                 (0..keys.len()).find(|&k| !keys[k].cooling(now)).unwrap_or(preferred)
@@ -202,7 +202,7 @@ impl Upload<'_> {
             Err(e) => {
                 tracing::warn!(provider = %self.provider.config.id, error = %e, "upstream upload failed");
                 if let Some(k) = entry {
-                    k.cool_down(now_ms() + FAILURE_COOLDOWN.as_millis() as u64);
+                    k.cool_down(crate::clock::unix_millis() + FAILURE_COOLDOWN.as_millis() as u64);
                 }
                 return Err(GatewayError::UpstreamUnavailable(crate::upstream::describe(&e).to_owned()));
             }
@@ -211,14 +211,14 @@ impl Upload<'_> {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             tracing::error!(provider = %self.provider.config.id, status = status.as_u16(), "upstream rejected the provider key");
             if let Some(k) = entry {
-                k.cool_down(now_ms() + REJECTED_COOLDOWN.as_millis() as u64);
+                k.cool_down(crate::clock::unix_millis() + REJECTED_COOLDOWN.as_millis() as u64);
             }
             return Err(GatewayError::UpstreamRejectedKey(status.as_u16()));
         }
         if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
             && let Some(k) = entry
         {
-            k.cool_down(now_ms() + FAILURE_COOLDOWN.as_millis() as u64);
+            k.cool_down(crate::clock::unix_millis() + FAILURE_COOLDOWN.as_millis() as u64);
         }
         Ok(response)
     }
@@ -246,8 +246,4 @@ pub fn upload_headers(client: &HeaderMap, content_type: &HeaderValue, request_id
         }
     }
     headers
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

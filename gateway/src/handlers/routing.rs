@@ -95,97 +95,7 @@ pub(crate) fn with_include_usage(body: &[u8], head: &Head<'_>) -> Result<Bytes, 
         .map_err(|e| GatewayError::InvalidRequest(format!("Request body could not be re-encoded: {e}")))
 }
 
-/// Lenient readers: the value when it has the expected type, `None` for anything else.
-mod lenient {
-    use serde::Deserializer;
-    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-
-    /// What a lenient reader found.
-    enum Found {
-        U64(u64),
-        Bool(bool),
-        Object(Option<bool>),
-        Other,
-    }
-
-    struct Any;
-
-    impl<'de> Visitor<'de> for Any {
-        type Value = Found;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<Found, E> {
-            Ok(Found::U64(v))
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<Found, E> {
-            Ok(u64::try_from(v).map_or(Found::Other, Found::U64))
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Found, E> {
-            Ok(Found::Other)
-        }
-        fn visit_bool<E>(self, v: bool) -> Result<Found, E> {
-            Ok(Found::Bool(v))
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Found, E> {
-            Ok(Found::Other)
-        }
-        fn visit_unit<E>(self) -> Result<Found, E> {
-            Ok(Found::Other)
-        }
-        fn visit_none<E>(self) -> Result<Found, E> {
-            Ok(Found::Other)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(Found::Other)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
-            let mut include_usage = None;
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key == "include_usage" {
-                    if let Found::Bool(b) = map.next_value_seed(Seed)? {
-                        include_usage = Some(b);
-                    }
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(Found::Object(include_usage))
-        }
-    }
-
-    struct Seed;
-
-    impl<'de> serde::de::DeserializeSeed<'de> for Seed {
-        type Value = Found;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
-            d.deserialize_any(Any)
-        }
-    }
-
-    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        Ok(match d.deserialize_any(Any)? {
-            Found::U64(v) => Some(v),
-            _ => None,
-        })
-    }
-
-    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-        Ok(match d.deserialize_any(Any)? {
-            Found::Bool(v) => Some(v),
-            _ => None,
-        })
-    }
-
-    /// `Some(include_usage)` when `stream_options` is an object.
-    pub fn stream_options<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
-        Ok(match d.deserialize_any(Any)? {
-            Found::Object(include_usage) => Some(include_usage),
-            _ => None,
-        })
-    }
-}
+mod lenient;
 
 /// The model of a request: an Azure deployment URL's, else the body's `model`.
 pub(crate) fn model<'a>(deployment: Option<&'a str>, head: &'a Head<'_>) -> Result<&'a str, GatewayError> {
@@ -282,13 +192,7 @@ pub(crate) fn metered_local(
 ) -> Response<Body> {
     use http_body_util::BodyExt as _;
     let (parts, body) = response.into_parts();
-    let mut call_meter = Some(meter);
-    let sse =
-        parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if let Some(m) = &mut call_meter {
-        m.answered(parts.status, sse);
-    }
-    let relay = Relay::metered(body, ctx.gateway.settings.read_timeout, call_meter, strip_usage && sse);
+    let relay = Relay::answering(&parts, body, ctx.gateway.settings.read_timeout, Some(meter), strip_usage);
     Response::from_parts(parts, relay.boxed_unsync())
 }
 

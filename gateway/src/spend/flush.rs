@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::state::{Collected, Spend};
 use super::store::{Store, StoreError};
+use crate::clock::unix_now;
 
 /// Default time between two flushes.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -116,11 +117,6 @@ impl Flusher {
             }
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl ServiceMeter {
     /// Adds one request to `model` through `provider`, costed `pico_usd` (`priced` false: the
     /// model has no price and the cost is 0).
     pub fn record(&self, provider: &Arc<str>, model: &str, pico_usd: u128, priced: bool) {
-        self.charge(pico_usd, (!priced).then_some(model));
+        self.charge_on(crate::clock::unix_now().div_euclid(86_400), pico_usd, (!priced).then_some(model));
         let mut map = self.by_model.get_or_default().lock().unwrap_or_else(PoisonError::into_inner);
         let models = match map.get_mut(&**provider) {
             Some(models) => models,
@@ -141,12 +141,8 @@ impl ServiceMeter {
         sum
     }
 
-    /// Adds one request costed now. `unpriced` names the model when it had no price.
-    pub fn charge(&self, pico_usd: u128, unpriced: Option<&str>) {
-        self.charge_on(crate::spend::flush::unix_now().div_euclid(86_400), pico_usd, unpriced);
-    }
-
-    /// Adds one request costed on UTC day `day` (days since the epoch).
+    /// Adds one request costed on UTC day `day` (days since the epoch); `unpriced` names the
+    /// model when it had no price.
     pub fn charge_on(&self, day: i64, pico_usd: u128, unpriced: Option<&str>) {
         let pico = u64::try_from(pico_usd).unwrap_or(u64::MAX);
         let slot = &self.pending[(day & 1) as usize];
@@ -328,7 +324,7 @@ impl Spend {
             }
             // Unpriced counts go with the latest day (they are counted per month).
             if !unpriced.is_empty() {
-                let day = latest.unwrap_or_else(|| crate::spend::flush::unix_now().div_euclid(86_400));
+                let day = latest.unwrap_or_else(|| crate::clock::unix_now().div_euclid(86_400));
                 let collected = by_day.entry(day).or_insert_with(|| Collected { day, ..Collected::default() });
                 collected.delta.services.entry(meter.key.clone()).or_default().unpriced = unpriced;
                 if !collected.taken.iter().any(|(m, ..)| Arc::ptr_eq(m, &meter)) {
