@@ -321,6 +321,10 @@ spec: {services: [app], dailyUSD: "1"}
     let ledger: ConfigMap = cluster.api.get(Some(GATEWAY_NAMESPACE), uprox_crds::usage::LEDGER_NAME).unwrap();
     let ledger = uprox_crds::usage::Ledger::from_config_map(&ledger).unwrap();
     assert_eq!(ledger.services["team/app"].day_requests, 1, "one answer was costed; the refusal costs nothing");
-    let events: Vec<k8s_openapi::api::events::v1::Event> = cluster.api.list(Some("team"));
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some("BudgetExceeded")), "an Event says so");
+    // The Event follows the status write.
+    Cluster::eventually("a BudgetExceeded Event", TIMEOUT, || async {
+        let events: Vec<k8s_openapi::api::events::v1::Event> = cluster.api.list(Some("team"));
+        events.iter().any(|e| e.reason.as_deref() == Some("BudgetExceeded")).then_some(())
+    })
+    .await;
 }
