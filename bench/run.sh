@@ -26,6 +26,9 @@
 #                     upstream, on this same machine, then does more work for uprox than for
 #                     the others; "client": every target's requests ask for it
 #                     (stream_options.include_usage), so the upstream's work is the same
+#   BENCH_CACHE       "off" (default): the response cache is off; "hit": every request is
+#                     deterministic (temperature 0) and the Service caches answers, so after the
+#                     first request uprox answers every one from its cache — compare with direct
 #   CARGO_TARGET_DIR  where cargo builds (default target/)
 set -euo pipefail
 
@@ -37,6 +40,11 @@ case ${BENCH_POLICY:-full} in
     full) SERVICE_POLICIES="[bench]" ;;
     auth) SERVICE_POLICIES="[]" ;;
     *) printf '[bench] ERROR: BENCH_POLICY must be full or auth\n' >&2; exit 1 ;;
+esac
+case ${BENCH_CACHE:-off} in
+    off) CACHE_TTL=0 ;;
+    hit) CACHE_TTL=3600 ;;
+    *) printf '[bench] ERROR: BENCH_CACHE must be off or hit\n' >&2; exit 1 ;;
 esac
 MODEL=${BENCH_MODEL:-gpt-4o-mini}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -246,7 +254,7 @@ spec:
 apiVersion: uprox.dev/v1alpha1
 kind: Service
 metadata: {name: bench, namespace: bench}
-spec: {policies: $SERVICE_POLICIES, cacheTtlSeconds: 0}
+spec: {policies: $SERVICE_POLICIES, cacheTtlSeconds: $CACHE_TTL}
 ---
 apiVersion: uprox.dev/v1alpha1
 kind: Budget
@@ -287,6 +295,7 @@ body_for() {
     local stream=false options=""
     [[ $1 == sse ]] && stream=true
     [[ $1 == sse && ${BENCH_USAGE:-gateway} == client ]] && options=',"stream_options":{"include_usage":true}'
+    [[ ${BENCH_CACHE:-off} == hit ]] && options+=',"temperature":0'
     printf '{"model":"%s","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32,"stream":%s%s}' \
         "$MODEL" "$stream" "$options"
 }
@@ -402,7 +411,7 @@ TABLE="$WORK/table.txt"
 {
     echo "uprox benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet 2>/dev/null || echo ' (dirty)')," \
-        "duration $DURATION per run, model $MODEL, $(nproc) cores," \
+        "duration $DURATION per run, model $MODEL, cache ${BENCH_CACHE:-off}, $(nproc) cores," \
         "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
     echo "uprox/nginx and uprox/direct: throughput ratios; +p50: latency uprox adds at the median"
     echo

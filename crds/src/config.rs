@@ -116,7 +116,8 @@ pub struct ServiceConfig {
     /// Key id to use for the provider it belongs to, instead of the highest-priority key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_key: Option<String>,
-    /// Response-cache time to live in seconds; 0 disables the cache.
+    /// Response-cache time to live in seconds; 0: none set (the cache is off unless one of
+    /// the caller's Policies sets a TTL).
     #[serde(default)]
     pub cache_ttl_seconds: u32,
     /// Budgets that count its spend.
@@ -176,6 +177,12 @@ pub struct PolicyConfig {
     /// Concurrent requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<u32>,
+    /// Response-cache mode; unset is `Deterministic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_mode: Option<crate::policy::CacheMode>,
+    /// Response-cache TTL in seconds, when the Policy sets one (0: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_seconds: Option<u32>,
 }
 
 /// One Budget.

@@ -44,6 +44,42 @@ pub struct PolicySpec {
     /// Service when attached to a Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimits>,
+    /// The response cache for requests under this Policy: which requests it may answer and
+    /// for how long. Unset: the Service's `cacheTtlSeconds` decides, deterministic requests only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheRule>,
+}
+
+/// How the response cache treats requests under a Policy. Where several Policies apply, the
+/// most restrictive mode and the shortest TTL win.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRule {
+    /// Which requests may be answered from the cache.
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// Seconds a cached answer may be replayed. Sets the TTL for the Services and tokens this
+    /// Policy applies to (the shortest of theirs and their Policies' applies); 0 turns the cache
+    /// off. Unset: the Service's `cacheTtlSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2592000))]
+    pub ttl_seconds: Option<u32>,
+}
+
+/// Which requests the response cache may answer, from the most to the least restrictive.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum CacheMode {
+    /// Never: every request goes upstream and nothing is stored.
+    Off,
+    /// Requests whose answer does not depend on sampling: chat completions and Responses with
+    /// `temperature: 0` or an integer `seed`, and every embeddings request.
+    #[default]
+    Deterministic,
+    /// Every chat completion, Responses and embeddings request, sampled or not: an identical
+    /// request gets the first answer again (for test and replay workloads).
+    All,
 }
 
 /// Rate limits. Unset fields are unlimited.

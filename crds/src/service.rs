@@ -40,7 +40,9 @@ pub struct ServiceSpec {
     /// instead of the highest-priority one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_key: Option<KeyPin>,
-    /// Seconds a cached response may be replayed to this Service; 0 or unset disables the cache.
+    /// Seconds a cached response may be replayed to this Service (deterministic requests only,
+    /// unless a Policy sets `cache.mode`). 0 or unset: off, unless a Policy sets `cache.ttlSeconds`;
+    /// where both set one, the shortest applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 2592000))]
     pub cache_ttl_seconds: Option<u32>,

@@ -1,5 +1,5 @@
 //! The admin port: `/healthz` and `/readyz` away from the serving port, for probes, and
-//! `/metrics` (the spend metrics of [`crate::spend::metrics`]). Plain HTTP/1 on the control runtime; the serving port keeps
+//! `/metrics` (the spend metrics of [`crate::spend::metrics`], the cache's of [`crate::cache`]). Plain HTTP/1 on the control runtime; the serving port keeps
 //! answering both paths too.
 
 use std::convert::Infallible;
@@ -21,7 +21,9 @@ pub fn respond(path: &str, gateway: &Gateway) -> Response<Body> {
         "/healthz" | "/livez" => health::healthz(),
         "/readyz" => health::readyz(gateway),
         "/metrics" => {
-            let mut response = Response::new(full(crate::spend::metrics::render(&gateway.spend)));
+            let mut text = crate::spend::metrics::render(&gateway.spend);
+            text.push_str(&gateway.cache.render_metrics());
+            let mut response = Response::new(full(text));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -30,6 +30,8 @@ pub struct Settings {
     pub list_timeout: Duration,
     /// How long an upstream model listing is cached (see `models_cache`).
     pub models_ttl: Duration,
+    /// Sizes of the response cache.
+    pub cache: crate::cache::Limits,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
             read_timeout: Duration::from_secs(300),
             list_timeout: Duration::from_secs(5),
             models_ttl: Duration::from_secs(60),
+            cache: crate::cache::Limits::default(),
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct Gateway {
     pub limits: Registry,
     /// Spend and budget reservations, kept across snapshots (see `spend`).
     pub spend: Arc<Spend>,
+    /// The response cache, kept across snapshots (see `cache`).
+    pub cache: crate::cache::Cache,
 }
 
 impl Gateway {
@@ -75,6 +80,7 @@ impl Gateway {
             snapshot: ArcSwapOption::empty(),
             clients: thread_local::ThreadLocal::new(),
             models: ModelsCache::new(settings.models_ttl),
+            cache: crate::cache::Cache::new(settings.cache),
             settings,
             request_ids: RequestIds::new(),
             files: crate::files::FilesState::new(),

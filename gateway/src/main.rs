@@ -77,6 +77,13 @@ struct Args {
     /// time; see the README.
     #[arg(long, env = "UPROX_LEDGER_FLUSH_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
     ledger_flush_seconds: u64,
+    /// Bytes of answers the response cache may hold (least valuable entries are evicted first).
+    #[arg(long, env = "UPROX_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    cache_max_bytes: u64,
+    /// The largest answer the response cache stores, in bytes; larger ones are relayed and not
+    /// stored.
+    #[arg(long, env = "UPROX_CACHE_MAX_ENTRY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    cache_max_entry_bytes: usize,
 }
 
 fn main() -> ExitCode {
@@ -102,8 +109,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let settings =
-        Settings { max_body_bytes: args.max_body_bytes, max_file_bytes: args.max_file_bytes, ..Settings::default() };
+    let settings = Settings {
+        max_body_bytes: args.max_body_bytes,
+        max_file_bytes: args.max_file_bytes,
+        cache: uprox_gateway::cache::Limits {
+            max_bytes: args.cache_max_bytes,
+            max_entry_bytes: args.cache_max_entry_bytes,
+        },
+        ..Settings::default()
+    };
     let gateway = Gateway::new(settings);
     let started = match args.source {
         Source::Standalone => start_standalone(&args, &gateway).await,

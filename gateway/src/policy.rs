@@ -77,6 +77,7 @@ mod tests {
             requests_per_minute: None,
             tokens_per_minute: None,
             max_concurrent_requests: None,
+            ..Default::default()
         }
     }
 

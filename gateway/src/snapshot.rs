@@ -58,6 +58,8 @@ pub struct TokenEntry {
     pub expires_at: Option<i64>,
     /// Fail-closed message.
     pub denied: Option<String>,
+    /// How the response cache treats its requests; `None`: off.
+    pub cache: Option<crate::cache::Rule>,
 }
 
 /// One Service.
@@ -280,7 +282,12 @@ impl Snapshot {
             let mut policies = service_policies[service].clone();
             let own_start = policies.len();
             policies.extend(lookup_policies(&t.id, &t.policies)?);
+            let cache = crate::cache::Rule::resolve(
+                config.services[service].cache_ttl_seconds,
+                policies.iter().map(|&p| &config.policies[p]),
+            );
             let entry = TokenEntry {
+                cache,
                 id: t.id.clone(),
                 service,
                 scopes: t.scopes.clone(),

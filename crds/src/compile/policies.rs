@@ -62,6 +62,8 @@ pub(super) fn compile(objects: BTreeMap<ObjectId, &Policy>, diags: &mut Diagnost
             requests_per_minute: limits.requests_per_minute.map(|n| n.get()),
             tokens_per_minute: limits.tokens_per_minute.map(|n| n.get()),
             max_concurrent_requests: limits.max_concurrent_requests.map(|n| n.get()),
+            cache_mode: spec.cache.as_ref().map(|c| c.mode),
+            cache_ttl_seconds: spec.cache.as_ref().and_then(|c| c.ttl_seconds),
         };
         policies.compiled.insert(id, config);
     }

@@ -1,5 +1,5 @@
-//! The response cache's key and eligibility (issue 8, groundwork): which requests may be
-//! answered from the cache, and the SHA-256 that names an answer.
+//! The response cache's key and eligibility: which requests may be answered from the cache,
+//! and the SHA-256 that names an answer.
 //!
 //! **The key** covers everything that decides the answer and nothing that does not: the tenant
 //! (namespace and Service — one team never reads another's entries), the endpoint, the provider
@@ -9,11 +9,12 @@
 //! ignored fields on purpose: a streamed and a non-streamed request for the same content share
 //! an entry, and the cache answers each in its own shape.
 //!
-//! **Eligibility**: only deterministic requests — `temperature` 0 or a `seed` for chat
-//! completions and Responses; embeddings always.
+//! **Eligibility** ([`eligible`]): in the default mode only deterministic requests —
+//! `temperature` 0 or an integer `seed` for chat completions and Responses; embeddings always.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use uprox_crds::policy::CacheMode;
 
 /// Body fields that do not change the answer: left out of the key.
 pub const IGNORED_FIELDS: &[&str] =
@@ -53,34 +54,19 @@ pub struct Tenant<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey(pub [u8; 32]);
 
-/// Why a request is not looked up in the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ineligible {
-    /// Sampling may change the answer: neither `temperature: 0` nor a `seed`.
-    NotDeterministic,
-    /// The body is not a JSON object.
-    NotAnObject,
-}
-
-/// The key of a request, or why it is not cached.
-pub fn key(
-    tenant: Tenant<'_>,
-    endpoint: Endpoint,
-    provider: &str,
-    model: &str,
-    body: &[u8],
-) -> Result<CacheKey, Ineligible> {
+/// The key of a request; `None` when the body is not a JSON object.
+pub fn key(tenant: Tenant<'_>, endpoint: Endpoint, provider: &str, model: &str, body: &[u8]) -> Option<CacheKey> {
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
-        return Err(Ineligible::NotAnObject);
+        return None;
     };
-    if !deterministic(endpoint, &object) {
-        return Err(Ineligible::NotDeterministic);
-    }
     for field in IGNORED_FIELDS {
         object.remove(*field);
     }
+    for value in object.values_mut() {
+        integral_numbers(value);
+    }
     // serde_json's map is ordered by key, at every depth: this is the canonical form.
-    let canonical = serde_json::to_vec(&object).map_err(|_| Ineligible::NotAnObject)?;
+    let canonical = serde_json::to_vec(&object).ok()?;
     let mut hash = Sha256::new();
     for part in ["uprox-cache-v1", tenant.namespace, tenant.service, endpoint.name(), provider, model] {
         hash.update(part.as_bytes());
@@ -88,18 +74,36 @@ pub fn key(
         hash.update([0u8]);
     }
     hash.update(&canonical);
-    Ok(CacheKey(hash.finalize().into()))
+    Some(CacheKey(hash.finalize().into()))
 }
 
-/// Whether the same request always gets the same answer: embeddings do; chat completions and
-/// Responses when `temperature` is 0 or a `seed` is set.
-pub fn deterministic(endpoint: Endpoint, body: &Map<String, Value>) -> bool {
-    match endpoint {
-        Endpoint::Embeddings => true,
-        Endpoint::Chat | Endpoint::Responses => {
-            body.get("temperature").and_then(Value::as_f64) == Some(0.0)
-                || body.get("seed").is_some_and(|seed| seed.is_i64() || seed.is_u64())
+/// Writes every number with an integral value as an integer, at every depth: `0.0` and `0`,
+/// `1e3` and `1000` mean the same to every provider.
+fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Exact: |f| < 2^53.
+                *value = Value::from(f as i64);
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// Whether a request may be answered from the cache under `mode`: in `Deterministic` mode,
+/// embeddings always, chat completions and Responses when `deterministic` (`temperature` 0 or
+/// an integer `seed`); in `All` mode every request; in `Off` mode none.
+pub fn eligible(mode: CacheMode, endpoint: Endpoint, deterministic: bool) -> bool {
+    match mode {
+        CacheMode::Off => false,
+        CacheMode::All => true,
+        CacheMode::Deterministic => endpoint == Endpoint::Embeddings || deterministic,
     }
 }
 
@@ -110,7 +114,7 @@ mod tests {
 
     const TEAM: Tenant<'static> = Tenant { namespace: "team", service: "app" };
 
-    fn chat(body: &str) -> Result<CacheKey, Ineligible> {
+    fn chat(body: &str) -> Option<CacheKey> {
         key(TEAM, Endpoint::Chat, "team/openai", "gpt-4o", body.as_bytes())
     }
 
@@ -126,6 +130,12 @@ mod tests {
         assert_eq!(a, b);
         let other = chat(r#"{"model":"gpt-4o","temperature":0,"messages":[{"role":"user","content":"hello"}]}"#);
         assert_ne!(a, other.unwrap());
+        // Numbers are compared by value.
+        let floats = chat(r#"{"model":"gpt-4o","temperature":0.0,"messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(floats.unwrap(), a);
+        let x = chat(r#"{"temperature":0,"max_tokens":1e3,"top_p":0.5}"#).unwrap();
+        assert_eq!(x, chat(r#"{"temperature":0,"max_tokens":1000,"top_p":0.5}"#).unwrap());
+        assert_ne!(x, chat(r#"{"temperature":0,"max_tokens":1000,"top_p":0.25}"#).unwrap());
     }
 
     #[test]
@@ -149,13 +159,14 @@ mod tests {
     }
 
     #[test]
-    fn only_deterministic_requests_are_cached() {
-        assert!(chat(r#"{"temperature":0.0}"#).is_ok());
-        assert!(chat(r#"{"seed":42,"temperature":1}"#).is_ok());
-        assert_eq!(chat(r#"{"temperature":0.2}"#), Err(Ineligible::NotDeterministic));
-        assert_eq!(chat(r#"{"messages":[]}"#), Err(Ineligible::NotDeterministic), "the default temperature is 1");
-        assert_eq!(chat(r#"{"seed":"42"}"#), Err(Ineligible::NotDeterministic));
-        assert_eq!(chat("[1]"), Err(Ineligible::NotAnObject));
-        assert!(key(TEAM, Endpoint::Embeddings, "p", "m", br#"{"input":"x"}"#).is_ok(), "embeddings always");
+    fn modes_decide_which_requests_are_eligible() {
+        use CacheMode::*;
+        assert!(eligible(Deterministic, Endpoint::Chat, true));
+        assert!(!eligible(Deterministic, Endpoint::Chat, false), "sampled requests are not cached by default");
+        assert!(!eligible(Deterministic, Endpoint::Responses, false));
+        assert!(eligible(Deterministic, Endpoint::Embeddings, false), "embeddings always");
+        assert!(eligible(All, Endpoint::Chat, false));
+        assert!(!eligible(Off, Endpoint::Embeddings, true));
+        assert!(chat("[1]").is_none(), "not an object");
     }
 }

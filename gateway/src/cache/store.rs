@@ -1,31 +1,39 @@
 //! Where cached answers live: an in-memory, concurrent cache bounded by bytes (`moka`, with a
 //! weigher), each entry expiring after its own time to live (the Service's or Policy's TTL when
-//! it was stored). Entries are shared (`Arc`), so a hit copies nothing.
+//! it was stored). Entries are shared (`Arc`), so a hit copies nothing. Evictions are counted
+//! by cause for the metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use moka::Expiry;
+use moka::notification::RemovalCause;
+use uprox_crds::prices::Usage;
 
 use super::key::CacheKey;
 
-/// A cached answer.
+/// A cached answer, as the client that caused it received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// A JSON body.
     Json(Bytes),
-    /// The events of a stream, `[DONE]` included, as relayed.
-    Events(Vec<Bytes>),
+    /// An event stream, `[DONE]` included.
+    Events(Bytes),
 }
 
 impl Answer {
+    /// Its bytes.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Answer::Json(body) | Answer::Events(body) => body,
+        }
+    }
+
     /// Its size in bytes.
     pub fn len(&self) -> usize {
-        match self {
-            Answer::Json(body) => body.len(),
-            Answer::Events(events) => events.iter().map(Bytes::len).sum(),
-        }
+        self.bytes().len()
     }
 
     /// Whether it holds no bytes.
@@ -39,10 +47,27 @@ impl Answer {
 pub struct Entry {
     /// The answer.
     pub answer: Answer,
+    /// The provider that made it (`namespace/name`) and the model its answer names.
+    pub provider: Arc<str>,
+    /// The model.
+    pub model: Box<str>,
     /// What it cost when it was made, pico-USD: what a hit saves.
     pub cost_pico_usd: u128,
+    /// The tokens it took, as the provider reported them (default when unknown).
+    pub usage: Usage,
     /// How long it lives.
     pub ttl: Duration,
+    /// When it was stored.
+    pub created: Instant,
+}
+
+/// Entries removed other than by being replaced or looked up expired, by cause.
+#[derive(Debug, Default)]
+pub struct Evictions {
+    /// Removed to stay within the byte bound.
+    pub size: AtomicU64,
+    /// Removed because their TTL passed.
+    pub expired: AtomicU64,
 }
 
 /// Bytes an entry is weighed at besides its answer (key, bookkeeping).
@@ -60,6 +85,7 @@ impl Expiry<CacheKey, Arc<Entry>> for PerEntryTtl {
 #[derive(Clone)]
 pub struct Store {
     inner: moka::sync::Cache<CacheKey, Arc<Entry>>,
+    evictions: Arc<Evictions>,
 }
 
 impl std::fmt::Debug for Store {
@@ -71,14 +97,34 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A cache holding at most `max_bytes` of answers.
     pub fn new(max_bytes: u64) -> Self {
+        let evictions = Arc::new(Evictions::default());
+        let counts = evictions.clone();
         let inner = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &CacheKey, entry: &Arc<Entry>| {
                 u32::try_from(entry.answer.len() + OVERHEAD).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
+            .eviction_listener(move |_key, _entry, cause| {
+                let counter = match cause {
+                    RemovalCause::Size => &counts.size,
+                    RemovalCause::Expired => &counts.expired,
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            })
             .build();
-        Self { inner }
+        Self { inner, evictions }
+    }
+
+    /// Evictions so far.
+    pub fn evictions(&self) -> &Evictions {
+        &self.evictions
+    }
+
+    /// Entries held (approximate until pending maintenance runs).
+    pub fn entries(&self) -> u64 {
+        self.inner.entry_count()
     }
 
     /// The live entry of `key`.
@@ -103,7 +149,15 @@ mod tests {
     use super::*;
 
     fn entry(bytes: usize, ttl: Duration) -> Entry {
-        Entry { answer: Answer::Json(Bytes::from(vec![b'x'; bytes])), cost_pico_usd: 7, ttl }
+        Entry {
+            answer: Answer::Json(Bytes::from(vec![b'x'; bytes])),
+            provider: Arc::from("team/p"),
+            model: "m".into(),
+            cost_pico_usd: 7,
+            usage: Usage::default(),
+            ttl,
+            created: Instant::now(),
+        }
     }
 
     #[test]
@@ -126,7 +180,6 @@ mod tests {
             store.insert(CacheKey([i; 32]), entry(4_000, Duration::from_secs(3600)));
         }
         assert!(store.weighted_bytes() <= 100_000, "{} bytes held", store.weighted_bytes());
-        let events = Answer::Events(vec![Bytes::from_static(b"data: 1\n\n"), Bytes::from_static(b"data: [DONE]\n\n")]);
-        assert_eq!(events.len(), 23);
+        assert!(store.evictions().size.load(Ordering::Relaxed) >= 175, "evictions to stay in bounds are counted");
     }
 }

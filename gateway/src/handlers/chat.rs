@@ -3,7 +3,9 @@
 //! and hands the body to the provider's wire format: untouched for OpenAI-shaped upstreams,
 //! translated for Anthropic, answered in-process by the mock.
 //!
-//! Every answer is metered (see [`crate::spend`]). A streamed request without
+//! A deterministic request may be answered from the response cache (see [`crate::cache`]),
+//! looked up after routing and before the budget check. Every other answer is metered (see
+//! [`crate::spend`]). A streamed request without
 //! `stream_options.include_usage` is sent to OpenAI-shaped upstreams (and the mock) with it, so
 //! the stream reports its usage, and the usage chunk is removed before it reaches the client.
 
@@ -12,6 +14,7 @@ use hyper::body::Incoming;
 use uprox_crds::provider::ProviderType;
 
 use crate::body::Body;
+use crate::cache::Endpoint;
 use crate::error::GatewayError;
 use crate::handlers::routing;
 use crate::limits::Admission;
@@ -33,6 +36,10 @@ pub async fn completions(
     let model = routing::model(deployment.as_deref(), &head)?;
 
     let (provider, route) = routing::route(ctx, model)?;
+    let (cache, hit) = routing::look_up(ctx, Endpoint::Chat, provider, model, &head, &body, &parts.headers).await;
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
 
     let mut body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
     let wire = if provider.kind() == ProviderType::Anthropic { Wire::Anthropic } else { Wire::OpenAiChat };
@@ -43,10 +50,11 @@ pub async fn completions(
     if strip_usage {
         body = routing::with_include_usage(&body, &head)?;
     }
-    let (meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
+    let (mut meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
+    let cache = routing::watch(cache, &mut meter);
     if provider.kind() == ProviderType::Mock {
-        let response = mock::respond(&body, None)?;
-        return routing::warn(Ok(routing::metered_local(ctx, response, meter, strip_usage)), warning);
+        let response = mock::respond(&body, None).map(|r| routing::metered_local(ctx, r, meter, strip_usage));
+        return routing::finish(ctx, response, warning, cache);
     }
     let azure_uri;
     let uri = match provider.kind() {
@@ -65,7 +73,7 @@ pub async fn completions(
         ProviderType::Anthropic => anthropic::forward::forward(call, &body).await,
         ProviderType::Mock => Err(GatewayError::Unsupported(provider.kind().as_str())),
     };
-    routing::warn(answer, warning)
+    routing::finish(ctx, answer, warning, cache)
 }
 
 /// Whether the upstream takes `stream_options`: every OpenAI-shaped one does, except Azure

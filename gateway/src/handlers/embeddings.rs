@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use uprox_crds::provider::ProviderType;
 
 use crate::body::Body;
+use crate::cache::Endpoint;
 use crate::error::GatewayError;
 use crate::handlers::routing;
 use crate::limits::Admission;
@@ -44,11 +45,17 @@ pub async fn create(
         });
     }
 
+    let (cache, hit) = routing::look_up(ctx, Endpoint::Embeddings, provider, model, &head, &body, &parts.headers).await;
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
+
     let body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
-    let (meter, warning) = routing::meter(ctx, route, model, Wire::OpenAiEmbeddings, &head, body.len(), admission)?;
+    let (mut meter, warning) = routing::meter(ctx, route, model, Wire::OpenAiEmbeddings, &head, body.len(), admission)?;
+    let cache = routing::watch(cache, &mut meter);
     if provider.kind() == ProviderType::Mock {
-        let response = mock::embeddings(&body)?;
-        return routing::warn(Ok(routing::metered_local(ctx, response, meter, false)), warning);
+        let response = mock::embeddings(&body).map(|r| routing::metered_local(ctx, r, meter, false));
+        return routing::finish(ctx, response, warning, cache);
     }
     let azure_uri;
     let uri = match provider.kind() {
@@ -59,5 +66,5 @@ pub async fn create(
         _ => provider.embeddings_url.as_ref().ok_or(GatewayError::Unsupported(provider.kind().as_str()))?,
     };
     let call = routing::call(ctx, provider, route, uri, Some(meter));
-    routing::warn(openai::forward(call, body, &parts.headers).await, warning)
+    routing::finish(ctx, openai::forward(call, body, &parts.headers).await, warning, cache)
 }

@@ -111,7 +111,7 @@ async fn forward(
     let mut response = Response::new(call.relay(&parts, incoming).boxed_unsync());
     *response.status_mut() = parts.status;
     *response.headers_mut() = headers;
-    routing::warn(Ok(response), warning)
+    routing::finish(ctx, Ok(response), warning, None)
 }
 
 /// The client's `anthropic-version` replaces the provider's, and its `anthropic-beta` flags are

@@ -8,4 +8,4 @@ pub mod health;
 pub mod messages;
 pub mod models;
 pub mod responses;
-mod routing;
+pub(crate) mod routing;

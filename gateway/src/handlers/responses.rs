@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use uprox_crds::provider::ProviderType;
 
 use crate::body::Body;
+use crate::cache::Endpoint;
 use crate::error::GatewayError;
 use crate::handlers::routing;
 use crate::limits::Admission;
@@ -42,8 +43,13 @@ pub async fn create(
     let head = routing::parse_head(&body)?;
     let model = routing::model(deployment.as_deref(), &head)?;
     let (provider, route) = routing::route(ctx, model)?;
+    let (cache, hit) = routing::look_up(ctx, Endpoint::Responses, provider, model, &head, &body, &parts.headers).await;
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
     let wire = if provider.kind() == ProviderType::Anthropic { Wire::Anthropic } else { Wire::OpenAiResponses };
-    let (meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
+    let (mut meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
+    let cache = routing::watch(cache, &mut meter);
 
     // Every Responses upstream reads the model from the body, Azure's v1 surface included.
     let body = match deployment.as_deref() {
@@ -64,7 +70,7 @@ pub async fn create(
             openai::forward(routing::call(ctx, provider, route, uri, Some(meter)), body, &parts.headers).await
         }
     };
-    routing::warn(answer, warning)
+    routing::finish(ctx, answer, warning, cache)
 }
 
 /// Handles the stored-response routes; `rest` is the path after `/responses/`: `{id}`,

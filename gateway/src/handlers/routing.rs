@@ -13,6 +13,7 @@ use serde::Deserialize;
 use uprox_crds::provider::ProviderType;
 
 use crate::body::{Body, read_limited};
+use crate::cache;
 use crate::error::GatewayError;
 use crate::limits::Admission;
 use crate::policy;
@@ -47,6 +48,12 @@ pub(crate) struct Head<'a> {
     /// `max_output_tokens` (Responses).
     #[serde(default, deserialize_with = "lenient::u64")]
     pub max_output_tokens: Option<u64>,
+    /// `temperature`, for the response cache: 0 makes a request deterministic.
+    #[serde(default, deserialize_with = "lenient::number")]
+    pub temperature: Option<f64>,
+    /// `Some(true)` when `seed` is an integer, for the response cache.
+    #[serde(default, deserialize_with = "lenient::integer")]
+    pub seed: Option<bool>,
 }
 
 impl Head<'_> {
@@ -65,6 +72,12 @@ impl Head<'_> {
     /// usage chunk before it reaches the client.
     pub fn needs_usage_forced(&self) -> bool {
         self.stream == Some(true) && self.stream_options.flatten() != Some(true)
+    }
+
+    /// Whether the same request always gets the same answer (see [`crate::cache::key`]):
+    /// `temperature` 0 or an integer `seed`.
+    pub fn deterministic(&self) -> bool {
+        self.temperature == Some(0.0) || self.seed == Some(true)
     }
 }
 
@@ -196,16 +209,51 @@ pub(crate) fn metered_local(
     Response::from_parts(parts, relay.boxed_unsync())
 }
 
-/// The answer with the budget warning header, when there is one.
-pub(crate) fn warn(
+/// The answer with the budget warning header, when there is one, and — for a request the
+/// response cache could not answer — marked a miss and recorded (see [`cache::Plan::miss`]).
+pub(crate) fn finish(
+    ctx: &Context<'_>,
     result: Result<Response<Body>, GatewayError>,
     warning: Option<HeaderValue>,
+    cache: Option<(cache::Plan, Option<cache::record::Report>)>,
 ) -> Result<Response<Body>, GatewayError> {
     let mut response = result?;
     if let Some(warning) = warning {
         response.headers_mut().insert(spend::budget::WARNING_HEADER.clone(), warning);
     }
-    Ok(response)
+    Ok(match cache {
+        Some((plan, report)) => plan.miss(&ctx.gateway.cache, report, response),
+        None => response,
+    })
+}
+
+/// The response cache's plan for a routed request (see [`cache::plan`]) and, on a hit, the
+/// answer.
+pub(crate) async fn look_up(
+    ctx: &Context<'_>,
+    endpoint: cache::Endpoint,
+    provider: &ProviderEntry,
+    model: &str,
+    head: &Head<'_>,
+    body: &[u8],
+    headers: &http::HeaderMap,
+) -> (Option<cache::Plan>, Option<Response<Body>>) {
+    let Some(mut plan) = cache::plan(ctx, endpoint, provider, model, head, body, headers) else {
+        return (None, None);
+    };
+    let hit = ctx.gateway.cache.look_up(ctx, &mut plan, ctx.gateway.settings.read_timeout).await;
+    (Some(plan), hit)
+}
+
+/// Has the meter report its cost to the cache when the answer is to be recorded.
+pub(crate) fn watch(
+    plan: Option<cache::Plan>,
+    meter: &mut Meter,
+) -> Option<(cache::Plan, Option<cache::record::Report>)> {
+    plan.map(|plan| {
+        let report = plan.watch(meter);
+        (plan, report)
+    })
 }
 
 /// The body with `model` set, every other field kept.
@@ -254,6 +302,25 @@ mod tests {
         let asked = parse_head(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
         assert!(!asked.needs_usage_forced());
         assert!(!parse_head(br#"{"model":"m"}"#).unwrap().needs_usage_forced());
+    }
+
+    #[test]
+    fn determinism_is_read_from_temperature_and_seed() {
+        for (body, deterministic) in [
+            (r#"{"temperature":0}"#, true),
+            (r#"{"temperature":0.0}"#, true),
+            (r#"{"temperature":-0.0}"#, true),
+            (r#"{"temperature":0.2}"#, false),
+            (r#"{"temperature":"0"}"#, false),
+            (r#"{"seed":42}"#, true),
+            (r#"{"seed":-1,"temperature":1}"#, true),
+            (r#"{"seed":1.5}"#, false),
+            (r#"{"seed":"42"}"#, false),
+            (r#"{"seed":null}"#, false),
+            (r#"{}"#, false),
+        ] {
+            assert_eq!(parse_head(body.as_bytes()).unwrap().deterministic(), deterministic, "{body}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ fn policy(name: &str, rpm: Option<u32>, tpm: Option<u32>, concurrent: Option<u32
         requests_per_minute: rpm,
         tokens_per_minute: tpm,
         max_concurrent_requests: concurrent,
+        ..Default::default()
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Meter {
     completed: bool,
     admission: Option<Admission>,
     settled: bool,
+    /// Told what the answer cost, for the response cache.
+    report: Option<crate::cache::record::Report>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -127,6 +129,7 @@ pub fn start(
         completed: false,
         admission,
         settled: false,
+        report: None,
     };
     Ok((meter, warning))
 }
@@ -139,6 +142,11 @@ impl Meter {
         if self.ok {
             self.reader = Some(UsageReader::new(self.wire, sse));
         }
+    }
+
+    /// Reports what the answer cost to `report` when the meter settles.
+    pub fn report_to(&mut self, report: crate::cache::record::Report) {
+        self.report = Some(report);
     }
 
     /// The wire format of the answer.
@@ -198,6 +206,9 @@ impl Meter {
             };
             let cost = cost(price, &usage);
             snapshot.services[self.service].meter.record(&entry.name, model, cost.pico_usd, price.is_some());
+            if let Some(report) = &self.report {
+                report.set(crate::cache::record::Made { cost_pico_usd: cost.pico_usd, usage, model: model.into() });
+            }
             if let Some(admission) = &self.admission {
                 admission.charge(usage.total_tokens());
             }

@@ -1,5 +1,6 @@
 //! The spend metrics of the gateway's admin port, in the Prometheus text format: cost, costed
-//! requests and requests to unpriced models since the process started, by namespace, Service,
+//! requests, requests to unpriced models, and response-cache hits, misses and savings since the
+//! process started, by namespace, Service,
 //! provider and model (at most 64 models per provider and thread; more count as `other`). Budget
 //! spend and limits are the operator's metrics (`uprox_budget_*`), computed from the shared
 //! ledger rather than one replica's view.
@@ -15,6 +16,9 @@ pub fn render(spend: &Spend) -> String {
     let mut cost = String::new();
     let mut requests = String::new();
     let mut unpriced = String::new();
+    let mut hits = String::new();
+    let mut misses = String::new();
+    let mut saved = String::new();
     let mut meters = spend.all();
     meters.sort_by(|a, b| a.key.cmp(&b.key));
     for meter in meters {
@@ -32,9 +36,19 @@ pub fn render(spend: &Spend) -> String {
                     escape(&provider),
                     escape(&model)
                 );
-                let _ =
-                    writeln!(cost, "uprox_cost_usd_total{{{labels}}} {}", Cost::from_pico_usd(total.pico_usd).usd());
-                let _ = writeln!(requests, "uprox_costed_requests_total{{{labels}}} {}", total.requests);
+                if total.requests > 0 {
+                    let usd = Cost::from_pico_usd(total.pico_usd).usd();
+                    let _ = writeln!(cost, "uprox_cost_usd_total{{{labels}}} {usd}");
+                    let _ = writeln!(requests, "uprox_costed_requests_total{{{labels}}} {}", total.requests);
+                }
+                if total.cache_hits > 0 {
+                    let usd = Cost::from_pico_usd(total.saved_pico_usd).usd();
+                    let _ = writeln!(hits, "uprox_cache_hits_total{{{labels}}} {}", total.cache_hits);
+                    let _ = writeln!(saved, "uprox_cache_saved_usd_total{{{labels}}} {usd}");
+                }
+                if total.cache_misses > 0 {
+                    let _ = writeln!(misses, "uprox_cache_misses_total{{{labels}}} {}", total.cache_misses);
+                }
                 if total.unpriced > 0 {
                     let _ = writeln!(unpriced, "uprox_unpriced_requests_total{{{labels}}} {}", total.unpriced);
                 }
@@ -50,6 +64,9 @@ pub fn render(spend: &Spend) -> String {
         ),
         ("uprox_costed_requests_total", "Requests whose cost this gateway process recorded.", requests),
         ("uprox_unpriced_requests_total", "Requests to models without a price, costed at 0.", unpriced),
+        ("uprox_cache_hits_total", "Requests answered from the response cache (no upstream call, no cost).", hits),
+        ("uprox_cache_misses_total", "Requests the response cache could have answered but did not.", misses),
+        ("uprox_cache_saved_usd_total", "USD the response cache's hits would have cost upstream.", saved),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         out.push_str(&body);
@@ -85,6 +102,18 @@ mod tests {
         assert!(text.contains("uprox_costed_requests_total{namespace=\"team\",service=\"app\",provider=\"team/openai\",model=\"gpt-4o\"} 2\n"));
         assert!(text.contains("uprox_unpriced_requests_total{namespace=\"team\",service=\"app\",provider=\"team/openai\",model=\"we\\\"ird\"} 1\n"));
         assert!(text.contains("# TYPE uprox_cost_usd_total counter"));
+        meter.cache_outcome(&provider, "gpt-4o-mini", Some(1_500_000_000));
+        meter.cache_outcome(&provider, "gpt-4o-mini", None);
+        let text = render(&spend);
+        let labels = r#"{namespace="team",service="app",provider="team/openai",model="gpt-4o-mini"}"#;
+        for line in [
+            format!("uprox_cache_hits_total{labels} 1\n"),
+            format!("uprox_cache_misses_total{labels} 1\n"),
+            format!("uprox_cache_saved_usd_total{labels} 0.0015\n"),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(!text.contains(&format!("uprox_costed_requests_total{labels}")), "a hit is not a costed request");
     }
 
     #[test]

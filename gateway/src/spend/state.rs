@@ -60,6 +60,12 @@ pub struct ModelCost {
     pub requests: u64,
     /// Of which to a model without a price.
     pub unpriced: u64,
+    /// Response-cache hits: requests answered without an upstream call.
+    pub cache_hits: u64,
+    /// Response-cache misses (eligible requests that went upstream).
+    pub cache_misses: u64,
+    /// Pico-USD the hits would have cost.
+    pub saved_pico_usd: u128,
 }
 
 /// Spend of one UTC day not yet written.
@@ -108,6 +114,27 @@ impl ServiceMeter {
     /// model has no price and the cost is 0).
     pub fn record(&self, provider: &Arc<str>, model: &str, pico_usd: u128, priced: bool) {
         self.charge_on(crate::clock::unix_now().div_euclid(86_400), pico_usd, (!priced).then_some(model));
+        self.update(provider, model, |entry| {
+            entry.pico_usd += pico_usd;
+            entry.requests += 1;
+            entry.unpriced += u64::from(!priced);
+        });
+    }
+
+    /// Counts a response-cache lookup for `model` through `provider`: a hit that saved
+    /// `Some(pico_usd)` (it costs nothing), or a miss.
+    pub fn cache_outcome(&self, provider: &Arc<str>, model: &str, saved: Option<u128>) {
+        self.update(provider, model, |entry| match saved {
+            Some(pico_usd) => {
+                entry.cache_hits += 1;
+                entry.saved_pico_usd += pico_usd;
+            }
+            None => entry.cache_misses += 1,
+        });
+    }
+
+    /// Applies `change` to this thread's entry of `provider` and `model`.
+    fn update(&self, provider: &Arc<str>, model: &str, change: impl FnOnce(&mut ModelCost)) {
         let mut map = self.by_model.get_or_default().lock().unwrap_or_else(PoisonError::into_inner);
         let models = match map.get_mut(&**provider) {
             Some(models) => models,
@@ -118,9 +145,7 @@ impl ServiceMeter {
             Some(entry) => entry,
             None => models.entry(key.into()).or_default(),
         };
-        entry.pico_usd += pico_usd;
-        entry.requests += 1;
-        entry.unpriced += u64::from(!priced);
+        change(entry);
     }
 
     /// Cost by provider and model since the process started, summed over the threads.
@@ -135,6 +160,9 @@ impl ServiceMeter {
                     total.pico_usd += cost.pico_usd;
                     total.requests += cost.requests;
                     total.unpriced += cost.unpriced;
+                    total.cache_hits += cost.cache_hits;
+                    total.cache_misses += cost.cache_misses;
+                    total.saved_pico_usd += cost.saved_pico_usd;
                 }
             }
         }

@@ -191,27 +191,33 @@ pub fn identity() -> String {
 /// [`identity`] with the Service's spec (flow YAML) and extra MachineToken spec fields (for
 /// example `", scopes: [chat]"`).
 pub fn identity_with(service_spec: &str, token_extra: &str) -> String {
+    identity_of("app", service_spec, token_extra, TOKEN)
+}
+
+/// The Service `team/{name}` (spec `service_spec`), its MachineToken (extra spec fields
+/// `token_extra`) and the Secret holding `token`.
+pub fn identity_of(name: &str, service_spec: &str, token_extra: &str, token: &str) -> String {
     format!(
         r#"
 ---
 apiVersion: uprox.dev/v1alpha1
 kind: Service
-metadata: {{name: app, namespace: team}}
+metadata: {{name: {name}, namespace: team}}
 spec: {service_spec}
 ---
 apiVersion: uprox.dev/v1alpha1
 kind: MachineToken
-metadata: {{name: app, namespace: team}}
-spec: {{service: app, secretName: app-token{token_extra}}}
+metadata: {{name: {name}, namespace: team}}
+spec: {{service: {name}, secretName: {name}-token{token_extra}}}
 ---
 apiVersion: v1
 kind: Secret
 metadata:
-  name: app-token
+  name: {name}-token
   namespace: team
-  labels: {{uprox.dev/machine-token: app}}
+  labels: {{uprox.dev/machine-token: {name}}}
   annotations: {{uprox.dev/rotation: "0"}}
-stringData: {{token: "{TOKEN}"}}
+stringData: {{token: "{token}"}}
 "#
     )
 }

@@ -303,6 +303,11 @@ impl PolicyBuilder {
         });
         self
     }
+    /// Sets the response-cache rule.
+    pub fn cache(mut self, mode: crate::policy::CacheMode, ttl_seconds: Option<u32>) -> Self {
+        self.0.spec.cache = Some(crate::policy::CacheRule { mode, ttl_seconds });
+        self
+    }
 }
 
 impl From<PolicyBuilder> for Policy {

@@ -108,6 +108,7 @@ fn happy_path_compiles_to_the_full_config() {
             requests_per_minute: Some(60),
             tokens_per_minute: None,
             max_concurrent_requests: Some(4),
+            ..Default::default()
         }],
         budgets: vec![BudgetConfig {
             id: id("team", "monthly"),

@@ -82,8 +82,24 @@ fn policies_are_compiled_with_plain_limits_even_when_unreferenced() {
             requests_per_minute: Some(60),
             tokens_per_minute: Some(10_000),
             max_concurrent_requests: None,
+            ..Default::default()
         })
     );
+}
+
+#[test]
+fn a_policy_cache_rule_is_compiled() {
+    use crate::policy::CacheMode;
+    let out = World::new()
+        .policy(policy("a", "replay").cache(CacheMode::All, Some(60)))
+        .policy(policy("a", "nocache").cache(CacheMode::Off, None))
+        .policy(policy("a", "plain"))
+        .compile();
+    let replay = out.policy("a", "replay").map(|p| (p.cache_mode, p.cache_ttl_seconds));
+    assert_eq!(replay, Some((Some(CacheMode::All), Some(60))));
+    let off = out.policy("a", "nocache").map(|p| (p.cache_mode, p.cache_ttl_seconds));
+    assert_eq!(off, Some((Some(CacheMode::Off), None)));
+    assert_eq!(out.policy("a", "plain").map(|p| (p.cache_mode, p.cache_ttl_seconds)), Some((None, None)));
 }
 
 #[test]

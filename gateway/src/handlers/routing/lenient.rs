@@ -7,6 +7,9 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 /// What a lenient reader found.
 enum Found {
     U64(u64),
+    /// A negative integer.
+    I64(i64),
+    F64(f64),
     Bool(bool),
     Object(Option<bool>),
     Other,
@@ -23,10 +26,10 @@ impl<'de> Visitor<'de> for Any {
         Ok(Found::U64(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Found, E> {
-        Ok(u64::try_from(v).map_or(Found::Other, Found::U64))
+        Ok(u64::try_from(v).map_or(Found::I64(v), Found::U64))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Found, E> {
-        Ok(Found::Other)
+    fn visit_f64<E>(self, v: f64) -> Result<Found, E> {
+        Ok(Found::F64(v))
     }
     fn visit_bool<E>(self, v: bool) -> Result<Found, E> {
         Ok(Found::Bool(v))
@@ -73,6 +76,21 @@ pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         Found::U64(v) => Some(v),
         _ => None,
     })
+}
+
+/// Any JSON number.
+pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(match d.deserialize_any(Any)? {
+        Found::U64(v) => Some(v as f64),
+        Found::I64(v) => Some(v as f64),
+        Found::F64(v) => Some(v),
+        _ => None,
+    })
+}
+
+/// Whether the value is a JSON integer (of any sign).
+pub fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(Some(matches!(d.deserialize_any(Any)?, Found::U64(_) | Found::I64(_))))
 }
 
 pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
