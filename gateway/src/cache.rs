@@ -153,13 +153,14 @@ impl Cache {
     }
 
     /// The stored answer to `plan`, recorded as a hit, if there is one this request can be
-    /// answered from (an entry whose shape does not convert is treated as a miss, and replaced
-    /// by the answer the upstream gives).
+    /// answered from: not older than the request's own TTL (tokens of one Service may have
+    /// Policies with different TTLs), in a shape that converts (otherwise it is treated as a
+    /// miss, and replaced by the answer the upstream gives).
     fn hit(&self, ctx: &Context<'_>, plan: &Plan) -> Option<http::Response<Body>> {
         if !plan.read {
             return None;
         }
-        let entry = self.store.get(&plan.key)?;
+        let entry = self.store.get(&plan.key).filter(|entry| entry.created.elapsed() <= plan.ttl)?;
         let mut response = replay::respond(plan, &entry)?;
         ctx.caller.service.meter.cache_outcome(&entry.provider, &entry.model, Some(entry.cost_pico_usd));
         response.headers_mut().insert(CACHE_HEADER.clone(), HIT.clone());

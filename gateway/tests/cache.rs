@@ -214,6 +214,45 @@ spec: {cache: {ttlSeconds: 1}}
 }
 
 #[tokio::test]
+async fn a_token_with_a_shorter_ttl_does_not_read_older_entries() {
+    let up = numbered_upstream().await;
+    // A second token of team/app whose own Policy allows answers at most 1 s old.
+    let short = format!(
+        r#"
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Policy
+metadata: {{name: short, namespace: team}}
+spec: {{cache: {{ttlSeconds: 1}}}}
+---
+apiVersion: uprox.dev/v1alpha1
+kind: MachineToken
+metadata: {{name: fresh, namespace: team}}
+spec: {{service: app, secretName: fresh-token, policies: [short]}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: fresh-token
+  namespace: team
+  labels: {{uprox.dev/machine-token: fresh}}
+  annotations: {{uprox.dev/rotation: "0"}}
+stringData: {{token: "{TOKEN2}"}}
+"#
+    );
+    let h = Harness::start(&manifests(&up.base_url(), "{cacheTtlSeconds: 3600}", &short)).await;
+    assert_eq!(chat(&h, CHAT).await.1.as_deref(), Some("MISS"));
+    stored(&h, 1).await;
+    let path = "/v1/chat/completions";
+    assert_eq!(send(&h, path, TOKEN2, CHAT, None).await.1.as_deref(), Some("HIT"), "the same Service's entry");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(chat(&h, CHAT).await.1.as_deref(), Some("HIT"), "young enough for the Service's TTL");
+    let (_, header, body) = send(&h, path, TOKEN2, CHAT, None).await;
+    assert_eq!(header.as_deref(), Some("MISS"), "too old for the token's TTL");
+    assert!(body.contains("answer 2"));
+}
+
+#[tokio::test]
 async fn a_policy_can_cache_every_request_or_none() {
     let up = numbered_upstream().await;
     let policies = r#"

@@ -172,6 +172,19 @@ def test_optional_features_render_when_enabled():
     assert "replicas" not in gateway["spec"], "the HPA owns the replica count"
 
 
+def test_the_response_cache_is_sized_from_values():
+    def args(*extra):
+        docs = render(*extra)
+        gateway = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "uprox-gateway"][0]
+        return gateway["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert "--cache-max-bytes=134217728" in args(), "128 MiB by default, well below the 512 MiB limit"
+    sized = args("--set", "gateway.cache.maxBytes=1048576", "--set", "gateway.cache.maxEntryBytes=65536")
+    assert "--cache-max-bytes=1048576" in sized and "--cache-max-entry-bytes=65536" in sized
+    result = helm("template", "uprox", str(CHART), "--set", "gateway.cache.maxBytes=-1", check=False)
+    assert result.returncode != 0
+
+
 def test_bad_values_are_refused_by_the_schema():
     result = helm("template", "uprox", str(CHART), "--set", "gateway.replicas=0", check=False)
     assert result.returncode != 0 and "replicas" in result.stderr
