@@ -567,3 +567,21 @@ async fn identical_concurrent_misses_make_one_upstream_call() {
     assert_eq!(calls_made.load(Ordering::SeqCst), 1);
     assert_eq!(h.gateway.cache.flights().in_flight(), 0);
 }
+
+#[tokio::test]
+async fn a_stream_recorded_with_usage_keeps_it_only_for_clients_that_ask() {
+    let up = numbered_upstream().await;
+    let h = Harness::start(&manifests(&up.base_url(), "{cacheTtlSeconds: 60}", "")).await;
+    let asked = r#"{"model":"gpt-4o","temperature":0,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, header, first) = chat(&h, asked).await;
+    assert_eq!(header.as_deref(), Some("MISS"));
+    assert!(first.contains("\"choices\":[],\"usage\":{"), "{first}");
+    stored(&h, 1).await;
+    let (_, header, again) = chat(&h, asked).await;
+    assert_eq!((header.as_deref(), &again), (Some("HIT"), &first), "replayed as recorded");
+    let (_, header, plain) = chat(&h, STREAM).await;
+    assert_eq!(header.as_deref(), Some("HIT"));
+    assert!(!plain.contains("\"usage\":{") && plain.contains("answer 1"), "the usage chunk is cut: {plain}");
+    assert_eq!(plain.len(), first.len() - first.split("\n\n").find(|e| e.contains("\"usage\":{")).unwrap().len() - 2);
+    assert_eq!(calls(&up), 1);
+}

@@ -39,7 +39,13 @@ fn body(plan: &Plan, entry: &Entry) -> Option<Bytes> {
     match (&entry.answer, plan.stream, plan.endpoint) {
         (Answer::Json(json), false, _) => Some(json.clone()),
         (Answer::Events(events), true, Endpoint::Chat) if plan.include_usage => {
-            shape::chat_events_with_usage(events, &entry.usage)
+            // A usage object (not `"usage":null`) is only ever the usage chunk's: quotes inside
+            // strings are escaped. The stream then goes out as it is, without being parsed.
+            if memchr::memmem::find(events, b"\"usage\":{").is_some() {
+                Some(events.clone())
+            } else {
+                shape::chat_events_with_usage(events, &entry.usage)
+            }
         }
         (Answer::Events(events), true, Endpoint::Chat) => Some(without_usage(events)),
         (Answer::Events(events), true, _) => Some(events.clone()),
