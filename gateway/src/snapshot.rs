@@ -546,6 +546,29 @@ mod tests {
     }
 
     #[test]
+    fn each_token_gets_the_cache_rule_of_its_service_and_policies() {
+        let (mut cfg, keys) = config(None);
+        cfg.services[0].cache_ttl_seconds = 600;
+        // As the operator writes it: the Policy's rule in the config's JSON.
+        let policy: PolicyConfig = serde_json::from_value(serde_json::json!({
+            "id": {"namespace": "ns", "name": "replay"}, "cacheMode": "All", "cacheTtlSeconds": 60
+        }))
+        .unwrap();
+        cfg.policies.push(policy);
+        let mut own = cfg.tokens[0].clone();
+        own.digest = hex::encode([2u8; 32]);
+        own.id = ObjectId::new("ns", "t2");
+        own.policies = vec![ObjectId::new("ns", "replay")];
+        cfg.tokens.push(own);
+        let snap = Snapshot::build(&cfg, &keys).unwrap();
+        let rule = |digest: u8| snap.token(&[digest; 32]).unwrap().cache;
+        let minutes = |m: u64| std::time::Duration::from_secs(60 * m);
+        use uprox_crds::policy::CacheMode;
+        assert_eq!(rule(1), Some(crate::cache::Rule { ttl: minutes(10), mode: CacheMode::Deterministic }));
+        assert_eq!(rule(2), Some(crate::cache::Rule { ttl: minutes(1), mode: CacheMode::All }));
+    }
+
+    #[test]
     fn pinned_key_wins_on_its_provider_only() {
         let (cfg, keys) = config(Some("ns/a/k2"));
         let snap = Snapshot::build(&cfg, &keys).unwrap();
