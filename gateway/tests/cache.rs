@@ -468,19 +468,9 @@ async fn responses_are_cached_in_both_shapes() {
 
 #[tokio::test]
 async fn translated_anthropic_answers_are_cached_as_the_client_got_them() {
-    let up = Upstream::start(Arc::new(|s: Seen| {
-        Box::pin(async move {
-            let request: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
-            if request["stream"] == true {
-                return reply(200, "text/event-stream", common::ANTHROPIC_STREAM);
-            }
-            reply(
-                200,
-                "application/json",
-                r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Hello there"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":5}}"#,
-            )
-        })
-    }))
+    let up = common::anthropic_upstream(
+        r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Hello there"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":5}}"#,
+    )
     .await;
     let yaml =
         common::anthropic_provider(&format!("http://{}", up.addr), "") + &identity_with("{cacheTtlSeconds: 60}", "");

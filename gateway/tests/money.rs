@@ -172,19 +172,9 @@ async fn embeddings_are_costed_and_unpriced_models_are_served_and_counted() {
 
 #[tokio::test]
 async fn anthropic_cache_tokens_are_priced_at_their_own_rates() {
-    let up = Upstream::start(Arc::new(|s: Seen| {
-        Box::pin(async move {
-            let request: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
-            if request["stream"] == true {
-                return reply(200, "text/event-stream", common::ANTHROPIC_STREAM);
-            }
-            reply(
-                200,
-                "application/json",
-                r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"t","name":"f","input":{"usage":{"input_tokens":999999}}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":100,"cache_read_input_tokens":2000,"cache_creation_input_tokens":300,"cache_creation":{"ephemeral_5m_input_tokens":200,"ephemeral_1h_input_tokens":100},"output_tokens":50}}"#,
-            )
-        })
-    }))
+    let up = common::anthropic_upstream(
+        r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"t","name":"f","input":{"usage":{"input_tokens":999999}}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":100,"cache_read_input_tokens":2000,"cache_creation_input_tokens":300,"cache_creation":{"ephemeral_5m_input_tokens":200,"ephemeral_1h_input_tokens":100},"output_tokens":50}}"#,
+    )
     .await;
     let prices = r#"prices: [{model: "claude-*", inputPerMTok: "3", outputPerMTok: "15", cachedInputPerMTok: "0.3", cacheWritePerMTok: "3.75", cacheWrite1hPerMTok: "6"}]"#;
     let yaml = common::anthropic_provider(&format!("http://{}", up.addr), prices) + &common::identity();

@@ -313,6 +313,21 @@ pub fn reply(status: u16, content_type: &'static str, body: impl Into<Bytes>) ->
     r
 }
 
+/// An Anthropic-like upstream: [`ANTHROPIC_STREAM`] to a streamed request, `message` (a
+/// Messages API JSON body) otherwise.
+pub async fn anthropic_upstream(message: &'static str) -> Upstream {
+    Upstream::start(Arc::new(move |s: Seen| {
+        Box::pin(async move {
+            let request: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+            if request["stream"] == true {
+                return reply(200, "text/event-stream", ANTHROPIC_STREAM);
+            }
+            reply(200, "application/json", message)
+        })
+    }))
+    .await
+}
+
 /// An error as Anthropic's API answers it.
 pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Response<Body> {
     reply(
