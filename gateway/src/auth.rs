@@ -20,6 +20,8 @@ pub struct Caller<'s> {
     pub service: &'s ServiceEntry,
     /// Index of that Service.
     pub service_index: usize,
+    /// The SHA-256 of its token (names it in the snapshot; never logged).
+    pub digest: [u8; 32],
 }
 
 /// The credential presented, if any.
@@ -41,7 +43,8 @@ pub fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap, now: i64) -
     if !token::is_well_formed(presented) {
         return Err(GatewayError::InvalidCredential);
     }
-    let entry = snapshot.token(&token::digest(presented)).ok_or(GatewayError::InvalidCredential)?;
+    let digest = token::digest(presented);
+    let entry = snapshot.token(&digest).ok_or(GatewayError::InvalidCredential)?;
     if entry.expires_at.is_some_and(|at| now >= at) {
         return Err(GatewayError::InvalidCredential);
     }
@@ -49,7 +52,7 @@ pub fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap, now: i64) -
     if let Some(why) = entry.denied.as_ref().or(service.denied.as_ref()) {
         return Err(GatewayError::Forbidden(why.clone()));
     }
-    Ok(Caller { token: entry, service, service_index: entry.service })
+    Ok(Caller { token: entry, service, service_index: entry.service, digest })
 }
 
 #[cfg(test)]

@@ -37,7 +37,6 @@ use crate::body::Body;
 use crate::handlers::routing::Head;
 use crate::router::Context;
 use crate::snapshot::ProviderEntry;
-use crate::spend::meter::Meter;
 
 pub use key::Endpoint;
 use key::{CacheKey, Tenant};
@@ -136,6 +135,7 @@ impl Cache {
         if let Some(hit) = self.hit(ctx, plan) {
             return Some(hit);
         }
+        ctx.audit.cache(crate::audit::CacheOutcome::Miss);
         if plan.read && plan.write {
             match self.flights.join(plan.key) {
                 flight::Part::Leader(leader) => plan.leader = Some(leader),
@@ -163,6 +163,8 @@ impl Cache {
         let entry = self.store.get(&plan.key).filter(|entry| entry.created.elapsed() <= plan.ttl)?;
         let mut response = replay::respond(plan, &entry)?;
         ctx.caller.service.meter.cache_outcome(&entry.provider, &entry.model, Some(entry.cost_pico_usd));
+        ctx.audit
+            .cache(crate::audit::CacheOutcome::Hit { saved_pico_usd: entry.cost_pico_usd, model: entry.model.clone() });
         response.headers_mut().insert(CACHE_HEADER.clone(), HIT.clone());
         Some(response)
     }
@@ -251,13 +253,9 @@ pub(crate) fn plan(
 }
 
 impl Plan {
-    /// Has `meter` report what the answer cost, for the entry recorded from it.
-    pub fn watch(&self, meter: &mut Meter) -> Option<record::Report> {
-        self.write.then(|| {
-            let report = record::Report::default();
-            meter.report_to(report.clone());
-            report
-        })
+    /// Whether the answer may be stored (no `Cache-Control: no-store`).
+    pub fn writes(&self) -> bool {
+        self.write
     }
 
     /// The upstream's answer to a miss: marked `MISS`, and recorded as it is relayed when it
@@ -265,7 +263,7 @@ impl Plan {
     pub fn miss(
         self,
         cache: &Cache,
-        report: Option<record::Report>,
+        report: Option<crate::spend::meter::Report>,
         mut response: http::Response<Body>,
     ) -> http::Response<Body> {
         response.headers_mut().insert(CACHE_HEADER.clone(), MISS.clone());

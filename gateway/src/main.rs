@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use uprox_gateway::app::{Gateway, Settings};
+use uprox_gateway::audit;
 use uprox_gateway::clock::unix_now;
 use uprox_gateway::spend::flush::Flusher;
 use uprox_gateway::spend::store::{FileStore, Store};
@@ -84,18 +85,44 @@ struct Args {
     /// stored.
     #[arg(long, env = "UPROX_CACHE_MAX_ENTRY_BYTES", default_value_t = 4 * 1024 * 1024)]
     cache_max_entry_bytes: usize,
+    /// Where the audit log (one JSON line per request; see docs/audit-log.md) goes.
+    #[arg(long, env = "UPROX_AUDIT_LOG", value_enum, default_value_t = AuditLog::Stdout)]
+    audit_log: AuditLog,
+}
+
+/// Where audit lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AuditLog {
+    /// One JSON object per line on standard output.
+    Stdout,
+    /// Nowhere.
+    Off,
+}
+
+/// Logs to stderr (text, or JSON with `--log-json`, filtered by `UPROX_LOG`); audit lines, one
+/// per request, to stdout unless `--audit-log off`.
+fn init_logging(args: &Args) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let directives = std::env::var("UPROX_LOG").unwrap_or_else(|_| "info".to_owned());
+    // The audit target is written by its own layer only.
+    let filter = EnvFilter::try_new(format!("{directives},{}=off", audit::TARGET))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{}=off", audit::TARGET)));
+    let logs = if args.log_json {
+        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter).boxed()
+    } else {
+        // Colours only on a terminal: files and log collectors get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter).boxed()
+    };
+    let audit_layer = (args.audit_log == AuditLog::Stdout).then(|| audit::layer(std::io::stdout));
+    tracing_subscriber::registry().with(logs).with(audit_layer).init();
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_env("UPROX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
-    } else {
-        // Colours only on a terminal: files and log collectors get plain text.
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
-    }
+    init_logging(&args);
     // The control runtime: config loading and watching, signals. Requests are served on the
     // worker threads (server::Workers), each with a runtime of its own.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -114,7 +114,7 @@ mod tests {
 
     fn caller(snapshot: &Snapshot) -> Caller<'_> {
         let token = snapshot.token(&[1u8; 32]).unwrap();
-        Caller { token, service: &snapshot.services[0], service_index: 0 }
+        Caller { token, service: &snapshot.services[0], service_index: 0, digest: [1; 32] }
     }
 
     fn provider(name: &str) -> ProviderEntry {

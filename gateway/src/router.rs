@@ -13,6 +13,7 @@
 //! Errors are OpenAI-shaped, except on the Anthropic Messages routes (`/v1/messages…`), whose
 //! clients expect Anthropic's error shape.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
@@ -58,6 +59,27 @@ enum Endpoint {
 }
 
 impl Endpoint {
+    /// Its name in the audit log.
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "healthz",
+            Endpoint::Readyz => "readyz",
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models.list",
+            Endpoint::Model => "models.retrieve",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
+            Endpoint::Responses => "responses",
+            Endpoint::StoredResponse => "responses.stored",
+            Endpoint::StoredResponseItems => "responses.input_items",
+            Endpoint::CancelResponse => "responses.cancel",
+            Endpoint::Files => "files",
+            Endpoint::File => "files.file",
+            Endpoint::FileContent => "files.content",
+        }
+    }
+
     /// The endpoint of a path, its method, and the parameter named in the path: the Azure
     /// deployment, or the model id of `/v1/models/{id}` (also under `/openai` and `/openai/v1`).
     ///
@@ -158,31 +180,55 @@ pub struct Context<'a> {
     pub request_id: &'a http::HeaderValue,
     /// When it arrived, Unix seconds.
     pub now: i64,
+    /// What the audit line will say of it.
+    pub audit: &'a crate::audit::Notes,
 }
 
-/// Answers one request. Never fails: errors become OpenAI-shaped responses.
-pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Body> {
+/// Answers one request. Never fails: errors become OpenAI-shaped responses. Every request but
+/// the health probes gets an audit line (see [`crate::audit`]).
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, client: Option<SocketAddr>) -> Response<Body> {
     let request_id = gateway.request_ids.for_request(request.headers());
     let started = std::time::Instant::now();
+    let started_ms = crate::clock::unix_millis();
     let method = request.method().clone();
+    let user_agent = request.headers().get(http::header::USER_AGENT).cloned();
+    let endpoint = Endpoint::find(request.uri().path()).map(|(e, ..)| e);
     // Anthropic SDKs parse errors in Anthropic's shape; everyone else gets OpenAI's.
     let anthropic_errors = request.uri().path().starts_with("/v1/messages");
-    let mut response = match dispatch(&gateway, request, &request_id).await {
+    let notes = crate::audit::Notes::default();
+    let mut error = None;
+    let mut response = match dispatch(&gateway, request, &request_id, &notes).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(error = %e, label = e.metric_label(), "request refused");
+            error = Some(e.metric_label());
             if anthropic_errors { e.into_anthropic_response() } else { e.into_response() }
         }
     };
-    tracing::debug!(%method, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, request_id = ?request_id, "request");
-    response.headers_mut().insert(request_id::HEADER.clone(), request_id);
-    response
+    response.headers_mut().insert(request_id::HEADER.clone(), request_id.clone());
+    if matches!(endpoint, Some(Endpoint::Healthz | Endpoint::Readyz)) {
+        return response;
+    }
+    let request = crate::audit::Request {
+        request_id,
+        started,
+        started_ms,
+        method,
+        endpoint: endpoint.map_or("unknown", Endpoint::name),
+        client,
+        user_agent,
+        status: response.status(),
+        // An upstream's own error, relayed as it came.
+        error: error.or((!response.status().is_success()).then_some("upstream_error")),
+        notes,
+    };
+    crate::audit::audited(request, response)
 }
 
 async fn dispatch(
     gateway: &Gateway,
     request: Request<Incoming>,
     request_id: &http::HeaderValue,
+    notes: &crate::audit::Notes,
 ) -> Result<Response<Body>, GatewayError> {
     let path = request.uri().path();
     let Some((endpoint, method, allow, deployment)) = Endpoint::find(path) else {
@@ -216,6 +262,7 @@ async fn dispatch(
     let snapshot = gateway.snapshot().ok_or(GatewayError::NotReady)?;
     let now = crate::clock::unix_now();
     let caller = auth::authenticate(&snapshot, request.headers(), now)?;
+    notes.caller(&snapshot, caller.digest, caller.service_index);
     if let Some(scope) = endpoint.scope() {
         policy::check_scope(&snapshot, &caller, scope)?;
     }
@@ -228,7 +275,7 @@ async fn dispatch(
         None => None,
     };
     let rate_headers = admission.as_ref().map(|a| a.headers);
-    let ctx = Context { gateway, snapshot: &snapshot, caller, request_id, now };
+    let ctx = Context { gateway, snapshot: &snapshot, caller, request_id, now, audit: notes };
     let response = match endpoint {
         Endpoint::ChatCompletions => handlers::chat::completions(&ctx, request, deployment, admission.take()).await,
         Endpoint::Embeddings => handlers::embeddings::create(&ctx, request, deployment, admission.take()).await,

@@ -76,6 +76,8 @@ pub struct Call<'a> {
     /// Whether the gateway asked upstream for a usage chunk the client did not ask for, which
     /// the relay then removes.
     pub strip_usage: bool,
+    /// The request's audit notes, told of retries.
+    pub audit: Option<&'a crate::audit::Notes>,
 }
 
 impl Call<'_> {
@@ -127,6 +129,11 @@ impl Call<'_> {
         let mut outcome = Err(GatewayError::UpstreamUnavailable("no provider key could be tried".to_owned()));
         for (attempt, &k) in candidates.iter().enumerate() {
             let key = &keys[k];
+            if attempt > 0
+                && let Some(notes) = self.audit
+            {
+                notes.retried(k);
+            }
             let mut request = Request::from_parts(parts.clone(), body.clone());
             request.headers_mut().insert(&key.header, key.auth.clone());
             *request.uri_mut() = uri_for(self.uri, Some(key));

@@ -6,7 +6,6 @@
 //! finish (no `[DONE]`, no `response.completed`) is not stored.
 
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -19,33 +18,7 @@ use super::Plan;
 use super::key::Endpoint;
 use super::store::{Answer, Entry, Store};
 use crate::body::{Body, BoxError};
-
-/// What the answer of a miss cost, reported by its meter when it settles (before the body ends,
-/// so the recorder finds it when it stores the entry).
-#[derive(Debug, Default, Clone)]
-pub struct Report(Arc<OnceLock<Made>>);
-
-/// What a request's answer took.
-#[derive(Debug)]
-pub struct Made {
-    /// Pico-USD.
-    pub cost_pico_usd: u128,
-    /// The tokens.
-    pub usage: Usage,
-    /// The model the answer names.
-    pub model: Box<str>,
-}
-
-impl Report {
-    /// Sets the report; only the first one counts.
-    pub fn set(&self, made: Made) {
-        let _ = self.0.set(made);
-    }
-
-    fn get(&self) -> Option<&Made> {
-        self.0.get()
-    }
-}
+use crate::spend::meter::Report;
 
 /// `response` with its body recorded into `store` under `plan`.
 pub fn recording(store: Store, plan: Plan, report: Report, response: http::Response<Body>) -> http::Response<Body> {

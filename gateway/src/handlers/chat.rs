@@ -50,8 +50,8 @@ pub async fn completions(
     if strip_usage {
         body = routing::with_include_usage(&body, &head)?;
     }
-    let (mut meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
-    let cache = routing::watch(cache, &mut meter);
+    let (meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
+    let cache = routing::recording(ctx, cache);
     if provider.kind() == ProviderType::Mock {
         let response = mock::respond(&body, None).map(|r| routing::metered_local(ctx, r, meter, strip_usage));
         return routing::finish(ctx, response, warning, cache);

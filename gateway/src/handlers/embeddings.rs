@@ -51,8 +51,8 @@ pub async fn create(
     }
 
     let body = routing::body_for(deployment.as_deref(), &head, provider, &body)?;
-    let (mut meter, warning) = routing::meter(ctx, route, model, Wire::OpenAiEmbeddings, &head, body.len(), admission)?;
-    let cache = routing::watch(cache, &mut meter);
+    let (meter, warning) = routing::meter(ctx, route, model, Wire::OpenAiEmbeddings, &head, body.len(), admission)?;
+    let cache = routing::recording(ctx, cache);
     if provider.kind() == ProviderType::Mock {
         let response = mock::embeddings(&body).map(|r| routing::metered_local(ctx, r, meter, false));
         return routing::finish(ctx, response, warning, cache);

@@ -216,6 +216,7 @@ impl Upstream<'_> {
             idle_timeout: ctx.gateway.settings.read_timeout,
             meter: None,
             strip_usage: false,
+            audit: Some(ctx.audit),
         };
         let mut request = call.request(method, Bytes::new());
         request.headers_mut().remove(header::CONTENT_TYPE);

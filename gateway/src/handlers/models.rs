@@ -219,6 +219,7 @@ async fn fetch(
         idle_timeout: ctx.gateway.settings.list_timeout,
         meter: None,
         strip_usage: false,
+        audit: None,
     };
     openai::list_models(call).await
 }

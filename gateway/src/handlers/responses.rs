@@ -48,8 +48,8 @@ pub async fn create(
         return Ok(hit);
     }
     let wire = if provider.kind() == ProviderType::Anthropic { Wire::Anthropic } else { Wire::OpenAiResponses };
-    let (mut meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
-    let cache = routing::watch(cache, &mut meter);
+    let (meter, warning) = routing::meter(ctx, route, model, wire, &head, body.len(), admission)?;
+    let cache = routing::recording(ctx, cache);
 
     // Every Responses upstream reads the model from the body, Azure's v1 surface included.
     let body = match deployment.as_deref() {

@@ -156,6 +156,7 @@ pub(crate) fn route<'a>(ctx: &Context<'a>, model: &str) -> Result<(&'a ProviderE
     let route =
         snapshot.route(ctx.caller.service_index, model).ok_or_else(|| GatewayError::UnknownModel(model.to_owned()))?;
     let provider = &snapshot.providers[route.provider];
+    ctx.audit.route(route, model);
     policy::allows_provider(snapshot, &ctx.caller, provider)?;
     policy::allows_model(snapshot, &ctx.caller, model)?;
     Ok((provider, route))
@@ -178,6 +179,7 @@ pub(crate) fn call<'a>(
         idle_timeout: ctx.gateway.settings.read_timeout,
         meter,
         strip_usage: false,
+        audit: Some(ctx.audit),
     }
 }
 
@@ -193,7 +195,12 @@ pub(crate) fn meter(
     admission: Option<Admission>,
 ) -> Result<(Meter, Option<HeaderValue>), GatewayError> {
     let request = spend::meter::Request { route, model, wire, body_len, max_output: head.max_output() };
-    spend::meter::start(ctx.snapshot, ctx.caller.service_index, request, admission, ctx.now)
+    let (mut meter, warning) =
+        spend::meter::start(ctx.snapshot, ctx.caller.service_index, request, admission, ctx.now)?;
+    let report = spend::meter::Report::default();
+    meter.report_to(report.clone());
+    ctx.audit.report(&report);
+    Ok((meter, warning))
 }
 
 /// An answer made in-process (the mock provider), metered like an upstream's.
@@ -215,7 +222,7 @@ pub(crate) fn finish(
     ctx: &Context<'_>,
     result: Result<Response<Body>, GatewayError>,
     warning: Option<HeaderValue>,
-    cache: Option<(cache::Plan, Option<cache::record::Report>)>,
+    cache: Option<(cache::Plan, Option<spend::meter::Report>)>,
 ) -> Result<Response<Body>, GatewayError> {
     let mut response = result?;
     if let Some(warning) = warning {
@@ -245,13 +252,14 @@ pub(crate) async fn look_up(
     (Some(plan), hit)
 }
 
-/// Has the meter report its cost to the cache when the answer is to be recorded.
-pub(crate) fn watch(
+/// The cache's plan with the meter's report, when the answer is to be recorded (the entry
+/// keeps what the answer cost).
+pub(crate) fn recording(
+    ctx: &Context<'_>,
     plan: Option<cache::Plan>,
-    meter: &mut Meter,
-) -> Option<(cache::Plan, Option<cache::record::Report>)> {
+) -> Option<(cache::Plan, Option<spend::meter::Report>)> {
     plan.map(|plan| {
-        let report = plan.watch(meter);
+        let report = if plan.writes() { ctx.audit.the_report().cloned() } else { None };
         (plan, report)
     })
 }

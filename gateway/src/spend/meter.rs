@@ -45,6 +45,36 @@ pub struct Request<'a> {
     pub max_output: Option<u64>,
 }
 
+/// What a request's answer took, reported by its meter when it settles (before the body it
+/// lives in ends), for the response cache and the audit log.
+#[derive(Debug, Default, Clone)]
+pub struct Report(Arc<std::sync::OnceLock<Made>>);
+
+/// What a request's answer took.
+#[derive(Debug)]
+pub struct Made {
+    /// Pico-USD.
+    pub cost_pico_usd: u128,
+    /// The tokens.
+    pub usage: Usage,
+    /// The model the answer names (the requested one when it names none).
+    pub model: Box<str>,
+    /// The tokens are an estimate: the answer was cut short or reported no usage.
+    pub estimated: bool,
+}
+
+impl Report {
+    /// Sets the report; only the first one counts.
+    pub fn set(&self, made: Made) {
+        let _ = self.0.set(made);
+    }
+
+    /// The report, once the meter has settled.
+    pub fn get(&self) -> Option<&Made> {
+        self.0.get()
+    }
+}
+
 /// See the module documentation.
 pub struct Meter {
     snapshot: Arc<Snapshot>,
@@ -67,8 +97,8 @@ pub struct Meter {
     completed: bool,
     admission: Option<Admission>,
     settled: bool,
-    /// Told what the answer cost, for the response cache.
-    report: Option<crate::cache::record::Report>,
+    /// Told what the answer took.
+    report: Option<Report>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -145,7 +175,7 @@ impl Meter {
     }
 
     /// Reports what the answer cost to `report` when the meter settles.
-    pub fn report_to(&mut self, report: crate::cache::record::Report) {
+    pub fn report_to(&mut self, report: Report) {
         self.report = Some(report);
     }
 
@@ -207,7 +237,8 @@ impl Meter {
             let cost = cost(price, &usage);
             snapshot.services[self.service].meter.record(&entry.name, model, cost.pico_usd, price.is_some());
             if let Some(report) = &self.report {
-                report.set(crate::cache::record::Made { cost_pico_usd: cost.pico_usd, usage, model: model.into() });
+                let estimated = !self.completed || self.reader.as_ref().and_then(UsageReader::usage).is_none();
+                report.set(Made { cost_pico_usd: cost.pico_usd, usage, model: model.into(), estimated });
             }
             if let Some(admission) = &self.admission {
                 admission.charge(usage.total_tokens());

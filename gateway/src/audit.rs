@@ -1,0 +1,277 @@
+//! The audit log: exactly one JSON line per gateway request, on its own tracing target
+//! ([`TARGET`]), written to stdout — successes, denials, cache hits, upstream failures and
+//! clients that went away alike. The fields are documented in `docs/audit-log.md` (a test
+//! checks the two agree). Request and response bodies never appear, and neither do tokens or
+//! provider keys: a token is named by its MachineToken, a key by its label.
+//!
+//! How it is gathered: the request path writes what it learns into the request's [`Notes`]
+//! (lock-free cells, set once each: the caller after authentication, the route, the meter's
+//! report, the cache outcome, retries); when the handler has answered, the response body is
+//! wrapped ([`audited`]) so the line is written when the body is done — after the last byte
+//! was sent or the client went away — with the total latency, the time to the first byte and,
+//! from the meter (which settles as the inner body ends), tokens, cost and the model served.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use uprox_crds::prices::Cost;
+
+use crate::body::{Body, BoxError};
+use crate::snapshot::{Route, Snapshot};
+use crate::spend::meter::Report;
+
+/// The tracing target of audit lines.
+pub const TARGET: &str = "uprox::audit";
+
+/// The layer that writes audit lines, and nothing else, as JSON objects (one per line, the
+/// fields at the top level) to `writer`.
+pub fn layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer)
+        .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
+}
+
+/// What the request path learned about one request, for its audit line. Every cell is set at
+/// most once, without a lock.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// The snapshot the request was served with, and the caller's token digest and Service.
+    caller: OnceLock<(Arc<Snapshot>, [u8; 32], usize)>,
+    /// The routed provider and key, and the requested model.
+    route: OnceLock<(Route, Box<str>)>,
+    /// The key the answer came from when failover moved to another (index + 1; 0: the route's).
+    key_used: AtomicUsize,
+    /// Upstream attempts beyond the first.
+    retries: AtomicU32,
+    /// The meter's report.
+    report: OnceLock<Report>,
+    /// The response cache's outcome.
+    cache: OnceLock<CacheOutcome>,
+}
+
+/// What the response cache did for a request.
+#[derive(Debug)]
+pub enum CacheOutcome {
+    /// Answered from the cache; what it would have cost, pico-USD, and the model of the entry.
+    Hit {
+        /// Pico-USD saved.
+        saved_pico_usd: u128,
+        /// The model the cached answer names.
+        model: Box<str>,
+    },
+    /// Eligible, not answered from the cache.
+    Miss,
+}
+
+impl Notes {
+    /// The authenticated caller.
+    pub fn caller(&self, snapshot: &Arc<Snapshot>, digest: [u8; 32], service: usize) {
+        let _ = self.caller.set((snapshot.clone(), digest, service));
+    }
+
+    /// The routed provider and key, and the requested model.
+    pub fn route(&self, route: Route, model: &str) {
+        let _ = self.route.set((route, model.into()));
+    }
+
+    /// The meter's report (tokens, cost and the model served, when it settles).
+    pub fn report(&self, report: &Report) {
+        let _ = self.report.set(report.clone());
+    }
+
+    /// The report set by [`Notes::report`], if any.
+    pub fn the_report(&self) -> Option<&Report> {
+        self.report.get()
+    }
+
+    /// The cache's outcome.
+    pub fn cache(&self, outcome: CacheOutcome) {
+        let _ = self.cache.set(outcome);
+    }
+
+    /// One more upstream attempt, with key `key` of the routed provider.
+    pub fn retried(&self, key: usize) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.key_used.store(key + 1, Ordering::Relaxed);
+    }
+}
+
+/// What the router knows of a request before and after its handler.
+#[derive(Debug)]
+pub struct Request {
+    /// Its id.
+    pub request_id: HeaderValue,
+    /// When it arrived.
+    pub started: Instant,
+    /// When it arrived, Unix milliseconds.
+    pub started_ms: u64,
+    /// Method.
+    pub method: Method,
+    /// The endpoint's name (`chat.completions`, …; `unknown` for unrouted paths).
+    pub endpoint: &'static str,
+    /// The client's address.
+    pub client: Option<SocketAddr>,
+    /// The client's `user-agent`.
+    pub user_agent: Option<HeaderValue>,
+    /// The answer's status.
+    pub status: StatusCode,
+    /// The error's type (`code` of the OpenAI-shaped error, e.g. `rate_limit_exceeded`), for
+    /// answers the gateway refused or failed itself.
+    pub error: Option<&'static str>,
+    /// What the request path learned.
+    pub notes: Notes,
+}
+
+/// `response` with its body wrapped to write the audit line of `request` when it is done.
+pub fn audited(request: Request, response: http::Response<Body>) -> http::Response<Body> {
+    let (parts, inner) = response.into_parts();
+    let body = Audited { inner, request, first_byte: None, ended: false };
+    http::Response::from_parts(parts, body.boxed_unsync())
+}
+
+struct Audited {
+    inner: Body,
+    request: Request,
+    first_byte: Option<Duration>,
+    ended: bool,
+}
+
+impl http_body::Body for Audited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if this.first_byte.is_none() {
+                    this.first_byte = Some(this.request.started.elapsed());
+                }
+                this.ended = this.inner.is_end_stream();
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        let completed = self.ended || http_body::Body::is_end_stream(&self.inner);
+        // The inner body first: its meter settles and reports.
+        self.inner = crate::body::full(Bytes::new());
+        write(&self.request, self.first_byte, completed);
+    }
+}
+
+/// Writes the line.
+fn write(request: &Request, first_byte: Option<Duration>, completed: bool) {
+    let notes = &request.notes;
+    let (mut namespace, mut service, mut token) = ("", "", "");
+    let mut provider = "";
+    let mut key = "";
+    let mut requested_model = "";
+    if let Some((snapshot, digest, s)) = notes.caller.get() {
+        let entry = &snapshot.services[*s];
+        (namespace, service) = (&entry.id.namespace, &entry.id.name);
+        token = snapshot.token(digest).map_or("", |t| t.id.name.as_str());
+        if let Some((route, model)) = notes.route.get() {
+            requested_model = model;
+            let p = &snapshot.providers[route.provider];
+            provider = &p.name;
+            let used = match notes.key_used.load(Ordering::Relaxed) {
+                0 => route.key,
+                k => Some(k - 1),
+            };
+            key = used.and_then(|k| p.keys.get(k)).map_or("", |k| k.label.as_str());
+        }
+    }
+    let made = notes.report.get().and_then(Report::get);
+    let (mut prompt, mut completion, mut cached) = (0, 0, 0);
+    let mut cost = Cost::from_pico_usd(0).usd();
+    let mut served_model = "";
+    let mut estimated = false;
+    if let Some(made) = made {
+        prompt = made.usage.prompt_tokens();
+        completion = made.usage.output;
+        cached = made.usage.cache_read;
+        cost = Cost::from_pico_usd(made.cost_pico_usd).usd();
+        served_model = &made.model;
+        estimated = made.estimated;
+    }
+    let (cache, saved) = match notes.cache.get() {
+        Some(CacheOutcome::Hit { saved_pico_usd, model }) => {
+            served_model = model;
+            ("hit", Cost::from_pico_usd(*saved_pico_usd).usd())
+        }
+        Some(CacheOutcome::Miss) => ("miss", Cost::from_pico_usd(0).usd()),
+        None => ("", Cost::from_pico_usd(0).usd()),
+    };
+    let time = k8s_openapi::jiff::Timestamp::from_millisecond(request.started_ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let client_ip = request.client.map(|c| c.ip().to_string()).unwrap_or_default();
+    let user_agent = request.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info!(
+        target: TARGET,
+        time = %time,
+        request_id = request.request_id.to_str().unwrap_or(""),
+        method = request.method.as_str(),
+        endpoint = request.endpoint,
+        namespace,
+        service,
+        token,
+        provider,
+        key,
+        requested_model,
+        model = served_model,
+        status = request.status.as_u16(),
+        error_type = request.error.unwrap_or(""),
+        completed,
+        latency_ms = millis(request.started.elapsed()),
+        ttfb_ms = first_byte.map_or(-1.0, millis),
+        prompt_tokens = prompt,
+        completion_tokens = completion,
+        cached_tokens = cached,
+        usage_estimated = estimated,
+        cost_usd = %cost,
+        saved_usd = %saved,
+        cache,
+        retries = notes.retries.load(Ordering::Relaxed),
+        client_ip = %client_ip,
+        user_agent,
+        "request"
+    );
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
