@@ -24,6 +24,8 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use uprox_crds::prices::Cost;
 
+pub mod sink;
+
 use crate::body::{Body, BoxError};
 use crate::snapshot::{Route, Snapshot};
 use crate::spend::meter::Report;

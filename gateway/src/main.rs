@@ -100,8 +100,9 @@ enum AuditLog {
 }
 
 /// Logs to stderr (text, or JSON with `--log-json`, filtered by `UPROX_LOG`); audit lines, one
-/// per request, to stdout unless `--audit-log off`.
-fn init_logging(args: &Args) {
+/// per request, to stdout unless `--audit-log off`, through a writer thread (returned, to be
+/// drained at exit).
+fn init_logging(args: &Args) -> Option<audit::sink::Sink> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -116,13 +117,24 @@ fn init_logging(args: &Args) {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter).boxed()
     };
-    let audit_layer = (args.audit_log == AuditLog::Stdout).then(|| audit::layer(std::io::stdout));
+    let sink = match args.audit_log {
+        AuditLog::Off => None,
+        AuditLog::Stdout => match audit::sink::Sink::start(std::io::stdout()) {
+            Ok(sink) => Some(sink),
+            Err(e) => {
+                eprintln!("uprox-gateway: cannot start the audit log writer: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    let audit_layer = sink.clone().map(audit::layer);
     tracing_subscriber::registry().with(logs).with(audit_layer).init();
+    sink
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(&args);
+    let audit_sink = init_logging(&args);
     // The control runtime: config loading and watching, signals. Requests are served on the
     // worker threads (server::Workers), each with a runtime of its own.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -132,7 +144,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args))
+    let code = runtime.block_on(run(args));
+    if let Some(sink) = audit_sink {
+        sink.drain(Duration::from_secs(2));
+    }
+    code
 }
 
 async fn run(args: Args) -> ExitCode {

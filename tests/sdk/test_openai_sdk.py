@@ -179,3 +179,26 @@ spec: {services: [demo-app], dailyUSD: "0.000001"}
         assert refused.status_code == 402
         assert refused.code == "insufficient_quota"
         assert "default/tiny" in refused.message and "daily" in refused.message
+
+
+def test_every_call_leaves_one_audit_line_on_stdout(gateway: Gateway, client: OpenAI) -> None:
+    """The binary writes the audit log (docs/audit-log.md) to stdout through its writer thread."""
+    import json
+    import time
+    import uuid
+
+    request_id = f"req-sdk-{uuid.uuid4().hex}"
+    client.chat.completions.create(model=MODEL, messages=MESSAGES, extra_headers={"x-request-id": request_id})
+    lines: list[dict] = []
+    for _ in range(100):
+        lines = [json.loads(l) for l in gateway.stdout.snapshot() if request_id in l]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line["target"] == "uprox::audit" and line["status"] == 200 and line["completed"] is True
+    assert line["service"] == "demo-app" and line["requested_model"] == MODEL
+    assert line["prompt_tokens"] > 0 and line["user_agent"].startswith("OpenAI/Python")
+    audit = [l for l in gateway.stdout.snapshot() if '"target":"uprox::audit"' in l]
+    assert audit and not any(gateway.token in l for l in audit), "no token in the audit log"
