@@ -31,7 +31,7 @@ pub mod usage;
 pub use budget::{Budget, BudgetAlert, BudgetSpec, BudgetSpend, BudgetStatus, BudgetWindow};
 pub use compile::{Compiled, Diagnostic, Inputs, Resources, Severity, compile};
 pub use config::GatewayConfig;
-pub use machine_token::{MachineToken, MachineTokenSpec, MachineTokenStatus, TokenSecretState};
+pub use machine_token::{MachineToken, MachineTokenSpec, MachineTokenStatus, TokenSecretState, TokenState};
 pub use policy::{Policy, PolicySpec, PolicyStatus};
 pub use provider::{Provider, ProviderSpec, ProviderStatus, ProviderType};
 pub use service::{Service, ServiceSpec, ServiceStatus};

@@ -25,8 +25,8 @@ use crate::token;
     category = "uprox",
     printcolumn(name = "Service", type_ = "string", json_path = ".spec.service"),
     printcolumn(name = "Token", type_ = "string", json_path = ".status.display"),
-    printcolumn(name = "Revoked", type_ = "boolean", json_path = ".spec.revoked"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -139,6 +139,34 @@ pub fn issued_rotation(secret: &Secret) -> u32 {
         .unwrap_or(0)
 }
 
+/// Where a MachineToken stands, in one word: the `State` column of `kubectl get mtok`. It
+/// agrees with the `Ready` condition (`Active` exactly when `Ready` is true); revoked wins over
+/// expired, expired over pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum TokenState {
+    /// Issued and accepted by the gateway.
+    Active,
+    /// `spec.expiresAt` has passed (and it is not revoked).
+    Expired,
+    /// `spec.revoked` is true; this wins over every other state.
+    Revoked,
+    /// Not usable yet: not issued (or due for rotation), or its Service, Policies or Secret are
+    /// missing. The `Ready` condition says why.
+    Pending,
+}
+
+impl TokenState {
+    /// The name shown in `status.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "Active",
+            TokenState::Expired => "Expired",
+            TokenState::Revoked => "Revoked",
+            TokenState::Pending => "Pending",
+        }
+    }
+}
+
 /// Observed state of a MachineToken.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -158,6 +186,10 @@ pub struct MachineTokenStatus {
     /// When it expires, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// `Active`, `Expired`, `Revoked` or `Pending`, consistent with `Ready`: revoked wins over
+    /// expired, expired over pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TokenState>,
     /// `Ready`, `Issued` and `ReferencesResolved`.
     #[serde(default)]
     pub conditions: Vec<Condition>,

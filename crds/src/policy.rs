@@ -23,6 +23,7 @@ use crate::conditions::Condition;
     shortname = "upol",
     category = "uprox",
     printcolumn(name = "Attached", type_ = "integer", json_path = ".status.attached"),
+    printcolumn(name = "Limits", type_ = "string", json_path = ".status.limits"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -114,6 +115,10 @@ pub struct PolicyStatus {
     /// How many MachineTokens name it in `spec.policies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u32>,
+    /// Its rate limits in short, e.g. `60 rpm, 10k tpm, 4 concurrent`, or `none`: the `Limits`
+    /// column of `kubectl get upol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
     /// `Ready`.
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -86,6 +86,7 @@ impl ProviderType {
     category = "uprox",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Keys", type_ = "integer", json_path = ".status.keys"),
+    printcolumn(name = "Models", type_ = "string", json_path = ".status.models"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -240,6 +241,10 @@ pub struct ProviderStatus {
     /// How many keys resolved to a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<u32>,
+    /// The model patterns it serves (its `spec.models`, else its type's defaults), joined by
+    /// `, ` and cut to about 40 characters with `…`: the `Models` column of `kubectl get uprov`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
     /// `Ready`, and `KeysResolved`.
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -21,6 +21,7 @@ use crate::conditions::Condition;
     category = "uprox",
     printcolumn(name = "Providers", type_ = "integer", json_path = ".status.providers"),
     printcolumn(name = "Tokens", type_ = "integer", json_path = ".status.tokens"),
+    printcolumn(name = "Cache TTL", type_ = "integer", json_path = ".spec.cacheTtlSeconds"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

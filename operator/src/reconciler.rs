@@ -11,7 +11,7 @@
 //!
 //! A pass that could not finish (an API error) is retried with backoff; every 5 minutes a pass
 //! runs anyway (statuses drift, e.g. a token expires), and the next token expiry wakes the loop
-//! on time so its `Ready` condition flips when it expires.
+//! on time so its `Ready` condition and `state` flip to `Expired` when it expires.
 //!
 //! Budget statuses also depend on the usage ledger, which the gateways rewrite every few
 //! seconds. Between passes, a ledger change or a window reset (midnight UTC) re-evaluates the

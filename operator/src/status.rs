@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt as _;
-use uprox_crds::common::ObjectId;
+use uprox_crds::common::{ObjectId, Pattern};
 use uprox_crds::conditions::{self, ISSUED, KEYS_RESOLVED, READY, REFERENCES_RESOLVED, reason};
 use uprox_crds::config::TokenConfig;
+use uprox_crds::policy::RateLimits;
 use uprox_crds::{
     Budget, BudgetStatus, Compiled, Diagnostic, MachineToken, MachineTokenStatus, Policy, PolicyStatus, Provider,
-    ProviderStatus, Service, ServiceStatus, TokenSecretState, token,
+    ProviderStatus, Service, ServiceStatus, TokenSecretState, TokenState, token,
 };
 
 /// Reasons that mean a Secret a Provider names cannot be read.
@@ -86,7 +87,12 @@ pub fn provider(object: &Provider, index: &Index<'_>, now: &Time) -> ProviderSta
     set(&mut conds, KEYS_RESOLVED, &key_problems, "every key resolved to a Secret value", generation, now);
     let keys = index.provider_keys.get(&id).copied();
     set_ready(&mut conds, &diags, keys.is_some(), "in the compiled config", generation, now);
-    ProviderStatus { observed_generation: generation, keys: Some(keys.unwrap_or_default() as u32), conditions: conds }
+    ProviderStatus {
+        observed_generation: generation,
+        keys: Some(keys.unwrap_or_default() as u32),
+        models: Some(served_models(object)),
+        conditions: conds,
+    }
 }
 
 /// A Service's status.
@@ -126,6 +132,7 @@ pub fn policy(object: &Policy, index: &Index<'_>, now: &Time) -> PolicyStatus {
         attached: Some(index.policy_attachments.get(&id).copied().unwrap_or_default()),
         services: services.unwrap_or_default(),
         tokens: Some(index.policy_tokens.get(&id).copied().unwrap_or_default()),
+        limits: Some(limits(object.spec.rate_limits.as_ref())),
         conditions: conds,
     }
 }
@@ -182,6 +189,8 @@ pub fn machine_token(
 
     let expires_at = object.spec.expires_at.clone();
     let expired = expires_at.as_ref().is_some_and(|t| t.0 <= now.0);
+    let active = live.is_some_and(|t| t.denied.is_none());
+    let state = token_state(object.spec.revoked, expired, active);
     if object.spec.revoked {
         upsert(&mut conds, READY, false, reason::REVOKED, "revoked", generation, now);
     } else if expired {
@@ -194,7 +203,7 @@ pub fn machine_token(
             generation,
             now,
         );
-    } else if live.is_some_and(|t| t.denied.is_none()) {
+    } else if active {
         upsert(&mut conds, READY, true, reason::COMPILED, "accepted by the gateway", generation, now);
     } else {
         let first = diags.iter().find(|d| d.is_error()).or(diags.first());
@@ -209,8 +218,90 @@ pub fn machine_token(
         secret_name: Some(object.secret_name()),
         issued_at: current.and_then(issued_at),
         expires_at,
+        state: Some(state),
         conditions: conds,
     }
+}
+
+/// A token's one-word state, in the order the `Ready` condition decides: revoked wins over
+/// expired, expired over not (yet) accepted; only a token the gateway accepts is `Active`.
+fn token_state(revoked: bool, expired: bool, accepted: bool) -> TokenState {
+    if revoked {
+        TokenState::Revoked
+    } else if expired {
+        TokenState::Expired
+    } else if accepted {
+        TokenState::Active
+    } else {
+        TokenState::Pending
+    }
+}
+
+/// Widest summary shown in a printer column, in characters.
+const SUMMARY_WIDTH: usize = 40;
+
+/// The model patterns a Provider serves, for the `Models` column: its `spec.models`, else its
+/// type's defaults, joined by `, ` and cut to [`SUMMARY_WIDTH`] characters.
+fn served_models(object: &Provider) -> String {
+    let models: Vec<&str> = if object.spec.models.is_empty() {
+        object.spec.provider_type.default_models().to_vec()
+    } else {
+        object.spec.models.iter().map(Pattern::as_str).collect()
+    };
+    if models.is_empty() { "none".to_owned() } else { summary(&models, SUMMARY_WIDTH) }
+}
+
+/// `items` joined by `, `, at most `width` characters: whole items while they fit, then `…`
+/// (an item too long on its own is cut inside).
+fn summary(items: &[&str], width: usize) -> String {
+    let full = items.join(", ");
+    if full.chars().count() <= width {
+        return full;
+    }
+    let mut text = String::new();
+    for item in items {
+        let next = if text.is_empty() { (*item).to_owned() } else { format!("{text}, {item}") };
+        // Room for the ", …" that follows.
+        if next.chars().count() + 3 > width {
+            break;
+        }
+        text = next;
+    }
+    if text.is_empty() {
+        let mut cut: String = full.chars().take(width.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        format!("{text}, …")
+    }
+}
+
+/// A Policy's rate limits in short for the `Limits` column: `60 rpm, 10k tpm, 4 concurrent`,
+/// or `none` when it sets none.
+fn limits(rate_limits: Option<&RateLimits>) -> String {
+    let Some(l) = rate_limits else { return "none".to_owned() };
+    let parts: Vec<String> =
+        [(l.requests_per_minute, "rpm"), (l.tokens_per_minute, "tpm"), (l.max_concurrent_requests, "concurrent")]
+            .into_iter()
+            .filter_map(|(n, unit)| n.map(|n| format!("{} {unit}", compact(n.get()))))
+            .collect();
+    if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
+}
+
+/// A count written short without losing its value: `10k` for 10000, `1.5M` for 1500000, the
+/// digits themselves when a short form would round.
+fn compact(n: u32) -> String {
+    for (size, suffix) in [(1_000_000, "M"), (1_000, "k")] {
+        if n >= size {
+            if n.is_multiple_of(size) {
+                return format!("{}{suffix}", n / size);
+            }
+            if n.is_multiple_of(size / 10) {
+                return format!("{}.{}{suffix}", n / size, n % size / (size / 10));
+            }
+        }
+    }
+    n.to_string()
 }
 
 /// What may be shown of the token in a Secret: prefix and a few characters.

@@ -225,6 +225,146 @@ fn token_states_read_as_people_expect() {
     assert!(t.display.is_none());
 }
 
+/// The token's status against the world as it is, at `now`.
+fn token_status(world: &World, now: &Time) -> MachineTokenStatus {
+    let compiled = world.compiled();
+    machine_token(world.token(), world.token_secret(), &Index::new(&compiled), now)
+}
+
+/// `state` and `Ready` must tell the same story: `Active` exactly when `Ready` is true, and the
+/// other states with the `Ready` reason that explains them.
+fn assert_state(t: &MachineTokenStatus, state: TokenState, ready_reason: &str) {
+    assert_eq!(t.state, Some(state), "{:?}", t.conditions);
+    let ready = condition(&t.conditions, READY);
+    assert_eq!(ready.status == "True", state == TokenState::Active, "{ready:?}");
+    assert_eq!(ready.reason, ready_reason, "{ready:?}");
+}
+
+#[test]
+fn every_token_status_names_its_state() {
+    let one_second_ago = |w: &mut World| w.resources.tokens[0].spec.expires_at = Some(at(-1));
+
+    // Issued and accepted.
+    let world = World::new();
+    assert_state(&token_status(&world, &at(0)), TokenState::Active, reason::COMPILED);
+
+    // Not issued yet: no Secret.
+    let mut world = World::new();
+    world.resources.secrets.retain(|s| s.metadata.name.as_deref() != Some("app-token"));
+    assert_state(&token_status(&world, &at(0)), TokenState::Pending, reason::NOT_ISSUED);
+
+    // Its Service is missing.
+    let mut world = World::new();
+    world.resources.services.clear();
+    assert_state(&token_status(&world, &at(0)), TokenState::Pending, reason::SERVICE_NOT_FOUND);
+
+    // Due for rotation: the Secret holds the previous token.
+    let mut world = World::new();
+    world.resources.tokens[0].spec.rotation = 1;
+    assert_eq!(token_status(&world, &at(0)).state, Some(TokenState::Pending));
+
+    // Expired, issued or not: expired wins over pending.
+    let mut world = World::new();
+    one_second_ago(&mut world);
+    assert_state(&token_status(&world, &at(0)), TokenState::Expired, reason::EXPIRED);
+    world.resources.secrets.retain(|s| s.metadata.name.as_deref() != Some("app-token"));
+    assert_state(&token_status(&world, &at(0)), TokenState::Expired, reason::EXPIRED);
+
+    // Revoked wins over everything, expiry and a missing Service included.
+    let mut world = World::new();
+    world.resources.tokens[0].spec.revoked = true;
+    assert_state(&token_status(&world, &at(0)), TokenState::Revoked, reason::REVOKED);
+    one_second_ago(&mut world);
+    world.resources.services.clear();
+    assert_state(&token_status(&world, &at(0)), TokenState::Revoked, reason::REVOKED);
+}
+
+#[test]
+fn a_token_turns_expired_when_the_clock_passes_its_expiry() {
+    let mut world = World::new();
+    world.resources.tokens[0].spec.expires_at = Some(at(60));
+    let before = token_status(&world, &at(59));
+    assert_eq!(before.state, Some(TokenState::Active));
+    assert_eq!(before.expires_at, Some(at(60)), "the Expires column reads status.expiresAt");
+    // As stored, then re-evaluated at the expiry the reconciler wakes for.
+    world.resources.tokens[0].status = Some(serde_json::from_value(serde_json::to_value(&before).unwrap()).unwrap());
+    assert_eq!(token_status(&world, &at(59)), before, "no write before the expiry");
+    let after = token_status(&world, &at(60));
+    assert_eq!(after.state, Some(TokenState::Expired));
+    assert_eq!(serde_json::to_value(&after).unwrap()["state"], "Expired");
+}
+
+#[test]
+fn a_provider_lists_the_models_it_serves_in_short() {
+    let mut world = World::new();
+    let compiled = world.compiled();
+    let p = provider(&world.resources.providers[0], &Index::new(&compiled), &at(0));
+    // openai's defaults are longer than the column.
+    let models = p.models.unwrap();
+    assert_eq!(models, "gpt-*, chatgpt-*, o1*, o3*, o4*, …");
+    assert!(models.chars().count() <= 40);
+
+    world.resources.providers[0].spec.models = vec![Pattern::new("gpt-*"), Pattern::new("o3*")];
+    let compiled = world.compiled();
+    let p = provider(&world.resources.providers[0], &Index::new(&compiled), &at(0));
+    assert_eq!(p.models.as_deref(), Some("gpt-*, o3*"));
+}
+
+#[test]
+fn summaries_fit_the_column() {
+    assert_eq!(summary(&["a", "b"], 40), "a, b");
+    assert_eq!(summary(&[], 40), "");
+    let long = "m".repeat(60);
+    let cut = summary(&[long.as_str(), "b"], 40);
+    assert_eq!(cut.chars().count(), 40);
+    assert!(cut.ends_with('…'));
+    let exactly = "x".repeat(40);
+    assert_eq!(summary(&[exactly.as_str()], 40), exactly);
+    let wide = ["é".repeat(18), "ü".repeat(18), "z".to_owned()];
+    let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+    assert_eq!(summary(&wide, 40), format!("{}, …", "é".repeat(18)));
+}
+
+#[test]
+fn a_policy_shows_its_limits_in_short() {
+    use std::num::NonZeroU32;
+    let mut world = World::new();
+    let status = |w: &World| {
+        let compiled = w.compiled();
+        policy(&w.resources.policies[0], &Index::new(&compiled), &at(0)).limits.unwrap()
+    };
+    assert_eq!(status(&world), "none");
+    world.resources.policies[0].spec.rate_limits = Some(RateLimits::default());
+    assert_eq!(status(&world), "none");
+    world.resources.policies[0].spec.rate_limits = Some(RateLimits {
+        requests_per_minute: NonZeroU32::new(60),
+        tokens_per_minute: NonZeroU32::new(10_000),
+        max_concurrent_requests: NonZeroU32::new(4),
+    });
+    assert_eq!(status(&world), "60 rpm, 10k tpm, 4 concurrent");
+    world.resources.policies[0].spec.rate_limits =
+        Some(RateLimits { tokens_per_minute: NonZeroU32::new(1_500_000), ..RateLimits::default() });
+    assert_eq!(status(&world), "1.5M tpm");
+}
+
+#[test]
+fn counts_are_short_but_exact() {
+    for (n, text) in [
+        (1, "1"),
+        (999, "999"),
+        (1_000, "1k"),
+        (1_500, "1.5k"),
+        (1_050, "1050"),
+        (12_345, "12345"),
+        (250_000, "250k"),
+        (2_000_000, "2M"),
+        (2_500_000, "2.5M"),
+        (2_550_000, "2550k"),
+    ] {
+        assert_eq!(compact(n), text, "{n}");
+    }
+}
+
 #[test]
 fn a_budget_keeps_the_spend_it_does_not_own() {
     let mut world = World::new();
