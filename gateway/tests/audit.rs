@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Harness, PROVIDER_KEY, Seen, TOKEN, Upstream, identity_with, reply};
-use futures_util::StreamExt as _;
-use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -60,16 +58,7 @@ async fn upstream() -> Upstream {
                 return reply(500, "application/json", r#"{"error":{"message":"boom","type":"server_error"}}"#);
             }
             if request["stream"] == true {
-                let first = Ok::<_, uprox_gateway::body::BoxError>(http_body::Frame::data(bytes::Bytes::from_static(
-                    b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n",
-                )));
-                let stream = futures_util::stream::once(async move { first }).chain(futures_util::stream::once(async {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    Err("never".into())
-                }));
-                let mut r = http::Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
-                r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-                return r;
+                return common::stalled_stream();
             }
             let body = format!(
                 r#"{{"id":"c","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"usage":{USAGE}}}"#

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Harness, PROVIDER_KEY, Seen, TOKEN, TOKEN2, Upstream, identity_with, reply};
-use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
 use uprox_gateway::app::Settings;
 
@@ -494,21 +493,7 @@ async fn translated_anthropic_answers_are_cached_as_the_client_got_them() {
 #[tokio::test]
 async fn a_stream_the_client_left_is_not_cached() {
     // The upstream sends one chunk, then stays silent.
-    let up = Upstream::start(Arc::new(|_s: Seen| {
-        Box::pin(async move {
-            let first = Ok::<_, uprox_gateway::body::BoxError>(http_body::Frame::data(bytes::Bytes::from_static(
-                b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n",
-            )));
-            let stream = futures_util::stream::once(async move { first }).chain(futures_util::stream::once(async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Err("never".into())
-            }));
-            let mut r = http::Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-            r
-        })
-    }))
-    .await;
+    let up = Upstream::start(Arc::new(|_s: Seen| Box::pin(async move { common::stalled_stream() }))).await;
     let h = Harness::start(&manifests(&up.base_url(), "{cacheTtlSeconds: 60}", "")).await;
     let mut r = h.chat(STREAM).await;
     assert_eq!(cache_header(&r).as_deref(), Some("MISS"));

@@ -328,6 +328,22 @@ pub async fn anthropic_upstream(message: &'static str) -> Upstream {
     .await
 }
 
+/// A chat completion stream that sends one chunk and then nothing for 30 s (to leave
+/// mid-stream).
+pub fn stalled_stream() -> Response<Body> {
+    use futures_util::StreamExt as _;
+    let first = Ok::<_, uprox_gateway::body::BoxError>(http_body::Frame::data(Bytes::from_static(
+        b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"}}]}\n\n",
+    )));
+    let stream = futures_util::stream::once(async move { first }).chain(futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Err("never".into())
+    }));
+    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    r
+}
+
 /// An error as Anthropic's API answers it.
 pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Response<Body> {
     reply(
