@@ -26,7 +26,7 @@ ALL_ON = [
     "--set", "gateway.workers=4",
 ]
 # Kinds whose schemas come from other projects' CRDs, checked by hand below.
-FOREIGN_KINDS = {"ServiceMonitor", "PrometheusRule"}
+FOREIGN_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 def helm(*args, check=True):
@@ -179,6 +179,14 @@ def test_optional_features_render_when_enabled():
     assert {p["name"] for p in service["spec"]["ports"]} == {"http", "admin"}
     gateway = [d for d in of_kind(all_on, "Deployment") if d["metadata"]["name"] == "uprox-gateway"][0]
     assert "replicas" not in gateway["spec"], "the HPA owns the replica count"
+
+
+def test_the_operator_metrics_are_scraped_with_the_gateways():
+    assert not of_kind(render(), "PodMonitor")
+    monitor = of_kind(render(*ALL_ON), "PodMonitor")[0]
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert (endpoint["port"], endpoint["path"], endpoint["honorLabels"]) == ("admin", "/metrics", True)
 
 
 def test_the_response_cache_is_sized_from_values():
