@@ -23,6 +23,7 @@ pub fn respond(path: &str, gateway: &Gateway) -> Response<Body> {
         "/metrics" => {
             let mut text = crate::spend::metrics::render(&gateway.spend);
             text.push_str(&gateway.cache.render_metrics());
+            text.push_str(&gateway.metrics.render());
             let mut response = Response::new(full(text));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,

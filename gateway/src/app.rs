@@ -69,6 +69,8 @@ pub struct Gateway {
     pub spend: Arc<Spend>,
     /// The response cache, kept across snapshots (see `cache`).
     pub cache: crate::cache::Cache,
+    /// Request metrics (see `metrics`): one per gateway, for the life of the process.
+    pub metrics: &'static crate::metrics::Metrics,
 }
 
 impl Gateway {
@@ -81,6 +83,7 @@ impl Gateway {
             clients: thread_local::ThreadLocal::new(),
             models: ModelsCache::new(settings.models_ttl),
             cache: crate::cache::Cache::new(settings.cache),
+            metrics: Box::leak(Box::default()),
             settings,
             request_ids: RequestIds::new(),
             files: crate::files::FilesState::new(),
@@ -100,6 +103,7 @@ impl Gateway {
         snapshot.attach_limits(&self.limits);
         snapshot.attach_spend(&self.spend);
         self.snapshot.store(Some(Arc::new(snapshot)));
+        self.metrics.installed();
     }
 
     /// The current snapshot, if one was installed.

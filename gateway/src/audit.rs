@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -66,6 +66,10 @@ pub struct Notes {
     report: OnceLock<Report>,
     /// The response cache's outcome.
     cache: OnceLock<CacheOutcome>,
+    /// Why the gateway refused the request, when the error's code does not say (`scope`).
+    denial: OnceLock<&'static str>,
+    /// Microseconds to the upstream's response headers, plus one (0: no upstream answer).
+    upstream_us: AtomicU64,
 }
 
 /// What the response cache did for a request.
@@ -108,6 +112,17 @@ impl Notes {
         let _ = self.cache.set(outcome);
     }
 
+    /// The request was refused for `reason` (see [`crate::metrics::Observation::denial`]).
+    pub fn deny(&self, reason: &'static str) {
+        let _ = self.denial.set(reason);
+    }
+
+    /// The upstream answered (its headers) after `took`.
+    pub fn upstream_took(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1);
+        self.upstream_us.store(micros + 1, Ordering::Relaxed);
+    }
+
     /// One more upstream attempt, with key `key` of the routed provider.
     pub fn retried(&self, key: usize) {
         self.retries.fetch_add(1, Ordering::Relaxed);
@@ -137,8 +152,12 @@ pub struct Request {
     /// The error's type (`code` of the OpenAI-shaped error, e.g. `rate_limit_exceeded`), for
     /// answers the gateway refused or failed itself.
     pub error: Option<&'static str>,
+    /// The answer is an event stream (its first byte is its first token).
+    pub streamed: bool,
     /// What the request path learned.
     pub notes: Notes,
+    /// Where the request is counted.
+    pub metrics: &'static crate::metrics::Metrics,
 }
 
 /// `response` with its body wrapped to write the audit line of `request` when it is done.
@@ -271,6 +290,50 @@ fn write(request: &Request, first_byte: Option<Duration>, completed: bool) {
         user_agent,
         "request"
     );
+    let latency = request.started.elapsed();
+    let upstream = match notes.upstream_us.load(Ordering::Relaxed) {
+        0 => None,
+        us => Some(Duration::from_micros(us - 1)),
+    };
+    let observation = crate::metrics::Observation {
+        namespace,
+        service,
+        provider,
+        model: if served_model.is_empty() { requested_model } else { served_model },
+        endpoint: request.endpoint,
+        status: request.status.as_u16(),
+        duration: latency,
+        time_to_first_token: first_byte.filter(|_| request.streamed && request.status.is_success()),
+        upstream,
+        tokens: made.map(|m| (m.usage.prompt_tokens(), m.usage.output, m.usage.cache_read)),
+        denial: notes.denial.get().copied().or_else(|| request.error.and_then(denial)),
+        upstream_error: request.error.and_then(|e| upstream_class(e, request.status)).map(|class| (key, class)),
+    };
+    request.metrics.finished(&observation);
+}
+
+/// The denial reason of an error code the gateway answered with.
+fn denial(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "missing_api_key" | "invalid_api_key" => "auth",
+        "forbidden" => "policy",
+        "rate_limit_exceeded" => "rate_limit",
+        "insufficient_quota" => "budget",
+        _ => return None,
+    })
+}
+
+/// The class of an upstream failure, from the error code and status.
+fn upstream_class(code: &str, status: StatusCode) -> Option<&'static str> {
+    Some(match code {
+        "upstream_timeout" => "timeout",
+        "upstream_unavailable" => "connect",
+        "upstream_credentials_rejected" => "rejected_key",
+        "upstream_error" if status == StatusCode::TOO_MANY_REQUESTS => "http_429",
+        "upstream_error" if status.is_server_error() => "http_5xx",
+        "upstream_error" => "http_4xx",
+        _ => return None,
+    })
 }
 
 /// Milliseconds with microsecond precision.

@@ -17,6 +17,7 @@ pub mod error;
 pub mod files;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod models_cache;
 pub mod policy;
 pub mod providers;

@@ -196,6 +196,10 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, client: O
     // Anthropic SDKs parse errors in Anthropic's shape; everyone else gets OpenAI's.
     let anthropic_errors = request.uri().path().starts_with("/v1/messages");
     let notes = crate::audit::Notes::default();
+    let audited = !matches!(endpoint, Some(Endpoint::Healthz | Endpoint::Readyz));
+    if audited {
+        gateway.metrics.started();
+    }
     let mut error = None;
     let mut response = match dispatch(&gateway, request, &request_id, &notes).await {
         Ok(r) => r,
@@ -205,9 +209,13 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, client: O
         }
     };
     response.headers_mut().insert(request_id::HEADER.clone(), request_id.clone());
-    if matches!(endpoint, Some(Endpoint::Healthz | Endpoint::Readyz)) {
+    if !audited {
         return response;
     }
+    let streamed = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let request = crate::audit::Request {
         request_id,
         started,
@@ -219,7 +227,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, client: O
         status: response.status(),
         // An upstream's own error, relayed as it came.
         error: error.or((!response.status().is_success()).then_some("upstream_error")),
+        streamed,
         notes,
+        metrics: gateway.metrics,
     };
     crate::audit::audited(request, response)
 }
@@ -264,7 +274,7 @@ async fn dispatch(
     let caller = auth::authenticate(&snapshot, request.headers(), now)?;
     notes.caller(&snapshot, caller.digest, caller.service_index);
     if let Some(scope) = endpoint.scope() {
-        policy::check_scope(&snapshot, &caller, scope)?;
+        policy::check_scope(&snapshot, &caller, scope).inspect_err(|_| notes.deny("scope"))?;
     }
     // Rate limits: checked after the scope (a refused scope costs nothing), held until the
     // response body ends.

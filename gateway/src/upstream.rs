@@ -152,6 +152,7 @@ impl Call<'_> {
     /// without its body, which can quote the key.
     async fn attempt(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
         let timeout = self.provider.config.timeout_seconds;
+        let started = std::time::Instant::now();
         let response =
             match tokio::time::timeout(Duration::from_secs(u64::from(timeout)), self.client.request(request)).await {
                 Err(_) => return Err(GatewayError::UpstreamTimeout(timeout)),
@@ -161,6 +162,9 @@ impl Call<'_> {
                 }
                 Ok(Ok(r)) => r,
             };
+        if let Some(notes) = self.audit {
+            notes.upstream_took(started.elapsed());
+        }
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             tracing::error!(provider = %self.provider.config.id, status = status.as_u16(), "upstream rejected the provider key");

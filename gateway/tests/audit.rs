@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Harness, PROVIDER_KEY, Seen, TOKEN, Upstream, identity_with, reply};
+use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -195,6 +196,33 @@ spec: {models: ["gpt-*"]}
     let left = find(200, "", false);
     assert_eq!(left["usage_estimated"], true, "charged an estimate: {left}");
     assert!(left["completion_tokens"].as_u64().unwrap() >= 1);
+
+    // The same requests, counted on the admin port: an exposition that parses, with the series.
+    let metrics = uprox_gateway::admin::respond("/metrics", &h.gateway).into_body().collect().await.unwrap().to_bytes();
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "value of {line}");
+        let name = series.split('{').next().unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "name of {line}");
+        assert!(!series.contains('{') || series.ends_with('}'), "labels of {line}");
+    }
+    let app = r#"namespace="team",service="app""#;
+    for expected in [
+        format!(r#"uprox_requests_total{{{app},provider="team/upstream",model="gpt-4o-2024-08-06",endpoint="chat.completions",status_class="2xx"}} 2"#),
+        format!(r#"uprox_denials_total{{{app},reason="policy"}} 1"#),
+        r#"uprox_denials_total{namespace="",service="",reason="auth"} 1"#.to_owned(),
+        r#"uprox_upstream_errors_total{provider="team/upstream",key="main",class="http_5xx"} 1"#.to_owned(),
+        format!(r#"gen_ai_client_token_usage_sum{{{app},provider="team/upstream",model="gpt-4o-2024-08-06",token_type="cached"}} 200"#),
+        format!(r#"gen_ai_server_time_to_first_token_seconds_count{{{app},provider="team/upstream",model="gpt-4o"}} 1"#),
+        r#"uprox_upstream_duration_seconds_count{provider="team/upstream"} 3"#.to_owned(),
+        "uprox_requests_in_flight 0".to_owned(),
+        "uprox_config_generation 1".to_owned(),
+        r#"uprox_cache_hits_total{namespace="team",service="app",provider="team/upstream",model="gpt-4o-2024-08-06"} 1"#.to_owned(),
+    ] {
+        assert!(metrics.contains(&expected), "{expected} missing in
+{metrics}");
+    }
 
     // Nothing the gateway logged — at any level, audit or not — holds a token or a key.
     let all = everything.text() + &audit.text();

@@ -209,7 +209,12 @@ impl State {
                 self.failure = None;
                 self.pending = None;
             }
-            Err(e) => self.fail(&e),
+            Err(e) => {
+                if !e.is_pending() && !matches!(e, AssembleError::NoManifest) {
+                    gateway.metrics.refused();
+                }
+                self.fail(&e);
+            }
         }
     }
 

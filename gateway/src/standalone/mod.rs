@@ -126,6 +126,7 @@ pub async fn watch(gateway: Arc<Gateway>, options: Options) {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(problems)) => {
+                gateway.metrics.refused();
                 for p in &problems {
                     tracing::error!("{p}");
                 }
