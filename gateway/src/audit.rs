@@ -33,21 +33,76 @@ use crate::spend::meter::Report;
 /// The tracing target of audit lines.
 pub const TARGET: &str = "uprox::audit";
 
-/// The layer that writes audit lines, and nothing else, as JSON objects (one per line, the
-/// fields at the top level) to `writer`.
+/// The layer that writes audit lines, and nothing else, to `writer`: each event of [`TARGET`]
+/// carries its whole JSON line (serialised by [`write`], without tracing's field formatting,
+/// which cost a third of the gateway's throughput) in its `line` field.
 pub fn layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::Layer as _;
-    tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(writer)
-        .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
+    Lines { writer }.with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
+}
+
+/// See [`layer`].
+struct Lines<W> {
+    writer: W,
+}
+
+impl<S, W> tracing_subscriber::Layer<S> for Lines<W>
+where
+    S: tracing::Subscriber,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        struct Line<T>(T);
+        impl<T: std::io::Write> tracing::field::Visit for Line<T> {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "line" {
+                    let _ = self.0.write_all(value.as_bytes());
+                    let _ = self.0.write_all(b"\n");
+                }
+            }
+            fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+        }
+        event.record(&mut Line(self.writer.make_writer()));
+    }
+}
+
+/// One audit line, in the field order of `docs/audit-log.md`.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    timestamp: &'a str,
+    level: &'static str,
+    message: &'static str,
+    target: &'static str,
+    time: &'a str,
+    request_id: &'a str,
+    method: &'a str,
+    endpoint: &'static str,
+    namespace: &'a str,
+    service: &'a str,
+    token: &'a str,
+    provider: &'a str,
+    key: &'a str,
+    requested_model: &'a str,
+    model: &'a str,
+    status: u16,
+    error_type: &'a str,
+    completed: bool,
+    latency_ms: f64,
+    ttfb_ms: f64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_tokens: u64,
+    usage_estimated: bool,
+    cost_usd: &'a str,
+    saved_usd: &'a str,
+    cache: &'a str,
+    retries: u32,
+    client_ip: &'a str,
+    user_agent: &'a str,
 }
 
 /// What the request path learned about one request, for its audit line. Every cell is set at
@@ -260,36 +315,45 @@ fn write(request: &Request, first_byte: Option<Duration>, completed: bool) {
         .unwrap_or_default();
     let client_ip = request.client.map(|c| c.ip().to_string()).unwrap_or_default();
     let user_agent = request.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-    tracing::info!(
-        target: TARGET,
-        time = %time,
-        request_id = request.request_id.to_str().unwrap_or(""),
-        method = request.method.as_str(),
-        endpoint = request.endpoint,
-        namespace,
-        service,
-        token,
-        provider,
-        key,
-        requested_model,
-        model = served_model,
-        status = request.status.as_u16(),
-        error_type = request.error.unwrap_or(""),
-        completed,
-        latency_ms = millis(request.started.elapsed()),
-        ttfb_ms = first_byte.map_or(-1.0, millis),
-        prompt_tokens = prompt,
-        completion_tokens = completion,
-        cached_tokens = cached,
-        usage_estimated = estimated,
-        cost_usd = %cost,
-        saved_usd = %saved,
-        cache,
-        retries = notes.retries.load(Ordering::Relaxed),
-        client_ip = %client_ip,
-        user_agent,
-        "request"
-    );
+    if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        let timestamp = k8s_openapi::jiff::Timestamp::now().to_string();
+        let (cost, saved) = (cost.to_string(), saved.to_string());
+        let line = Line {
+            timestamp: &timestamp,
+            level: "INFO",
+            message: "request",
+            target: TARGET,
+            time: &time,
+            request_id: request.request_id.to_str().unwrap_or(""),
+            method: request.method.as_str(),
+            endpoint: request.endpoint,
+            namespace,
+            service,
+            token,
+            provider,
+            key,
+            requested_model,
+            model: served_model,
+            status: request.status.as_u16(),
+            error_type: request.error.unwrap_or(""),
+            completed,
+            latency_ms: millis(request.started.elapsed()),
+            ttfb_ms: first_byte.map_or(-1.0, millis),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: cached,
+            usage_estimated: estimated,
+            cost_usd: &cost,
+            saved_usd: &saved,
+            cache,
+            retries: notes.retries.load(Ordering::Relaxed),
+            client_ip: &client_ip,
+            user_agent,
+        };
+        // Serialising borrowed strings and numbers cannot fail.
+        let json = serde_json::to_string(&line).unwrap_or_default();
+        tracing::info!(target: TARGET, line = json.as_str());
+    }
     let latency = request.started.elapsed();
     let upstream = match notes.upstream_us.load(Ordering::Relaxed) {
         0 => None,

@@ -1,7 +1,7 @@
 //! Where audit lines are written: a writer thread of their own, so a serving thread formats its
-//! line and hands it over, and never waits for a system call. The writer takes every line
-//! waiting, writes them in one go, and flushes as soon as nothing more is waiting — so under
-//! load many lines leave in one `write`, and when idle each leaves at once.
+//! line and hands it over, and never waits for a system call. Under load the writer looks at
+//! the queue every 2 ms and writes everything waiting in one go (lines leave at most a few
+//! milliseconds after their request); when idle it parks and the next line wakes it.
 //!
 //! Nothing is dropped: when the writer falls behind by [`CAPACITY`] lines, serving threads wait
 //! for it (an audit trail with holes is worse than a slower gateway). [`Sink::drain`] waits for
@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
 /// Lines waiting at most before serving threads wait for the writer.
@@ -55,12 +55,38 @@ impl Sink {
     }
 }
 
+/// How long the writer sleeps between two looks at the queue while lines keep coming.
+const PACE: Duration = Duration::from_millis(2);
+/// Looks that found nothing, in a row, before the writer parks until the next line.
+const IDLE_LOOKS: u32 = 50;
+
 fn run(queue: Receiver<Vec<u8>>, out: impl Write, counts: &Counts) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(line) = queue.recv() {
+    let mut idle = 0;
+    loop {
+        // While lines keep coming the writer looks every PACE and senders never wake it (a wake
+        // per line would cost every request a system call and a context switch); once idle it
+        // parks, and the next line wakes it.
+        let first = if idle >= IDLE_LOOKS {
+            match queue.recv() {
+                Ok(line) => Some(line),
+                Err(_) => return,
+            }
+        } else {
+            match queue.try_recv() {
+                Ok(line) => Some(line),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        };
+        let Some(first) = first else {
+            idle += 1;
+            std::thread::sleep(PACE);
+            continue;
+        };
+        idle = 0;
         let mut batch = 1;
-        let _ = out.write_all(&line);
-        // Everything already waiting goes out with it.
+        let _ = out.write_all(&first);
         while let Ok(line) = queue.try_recv() {
             let _ = out.write_all(&line);
             batch += 1;
