@@ -116,12 +116,7 @@ spec: {models: ["gpt-*"]}
     // 1. A success (a cache miss), 2. the same again (a hit), 3. no token, 4. a model the Policy
     // refuses, 5. an upstream failure, 6. a client that leaves mid-stream.
     assert!(!post(&h, Some(TOKEN), chat).await.text().await.unwrap().is_empty());
-    let store = h.gateway.cache.store();
-    let stored = common::eventually(WITHIN, || async {
-        store.weighted_bytes();
-        store.entries() > 0
-    });
-    assert!(stored.await, "the first answer is stored");
+    assert!(common::cache_holds(&h.gateway, 1).await, "the first answer is stored");
     assert_eq!(post(&h, Some(TOKEN), chat).await.headers()["x-uprox-cache"], "HIT");
     assert_eq!(post(&h, None, chat).await.status(), 401);
     assert_eq!(post(&h, Some(TOKEN), r#"{"model":"other-1","messages":[]}"#).await.status(), 403);

@@ -124,15 +124,7 @@ fn spent(h: &Harness) -> u128 {
 /// Waits until the first answer is in the cache (it is stored as its body ends, a moment after
 /// the client has read it).
 async fn stored(h: &Harness, entries: u64) {
-    let store = h.gateway.cache.store();
-    assert!(
-        common::eventually(WITHIN, || async {
-            store.weighted_bytes();
-            store.entries() >= entries
-        })
-        .await,
-        "the answer was not stored"
-    );
+    assert!(common::cache_holds(&h.gateway, entries).await, "the answer was not stored");
 }
 
 #[tokio::test]

@@ -222,6 +222,17 @@ stringData: {{token: "{token}"}}
     )
 }
 
+/// Waits until the gateway's response cache holds `entries` answers (an answer is stored as its
+/// body ends, a moment after the client has read it).
+pub async fn cache_holds(gateway: &Gateway, entries: u64) -> bool {
+    let store = gateway.cache.store();
+    eventually(Duration::from_secs(10), || async {
+        store.weighted_bytes();
+        store.entries() >= entries
+    })
+    .await
+}
+
 /// A gateway serving a manifest folder.
 pub struct Harness {
     pub addr: SocketAddr,
