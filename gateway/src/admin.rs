@@ -1,6 +1,8 @@
 //! The admin port: `/healthz` and `/readyz` away from the serving port, for probes, and
-//! `/metrics` (the spend metrics of [`crate::spend::metrics`], the cache's of [`crate::cache`]). Plain HTTP/1 on the control runtime; the serving port keeps
-//! answering both paths too.
+//! `/metrics`: the request metrics of [`crate::metrics`], the spend metrics of
+//! [`crate::spend::metrics`], the cache's of [`crate::cache`] and, with tracing on, the span
+//! export's of [`crate::trace`], in one exposition. Plain HTTP/1 on the control runtime; the
+//! serving port keeps answering both probe paths too.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,10 +23,13 @@ pub fn respond(path: &str, gateway: &Gateway) -> Response<Body> {
         "/healthz" | "/livez" => health::healthz(),
         "/readyz" => health::readyz(gateway),
         "/metrics" => {
-            let mut text = crate::spend::metrics::render(&gateway.spend);
-            text.push_str(&gateway.cache.render_metrics());
-            text.push_str(&gateway.metrics.render());
-            let mut response = Response::new(full(text));
+            let mut families = gateway.metrics.gather();
+            families.extend(crate::spend::metrics::families(&gateway.spend));
+            families.extend(gateway.cache.families());
+            if let Some(tracer) = gateway.tracer {
+                families.extend(tracer.families());
+            }
+            let mut response = Response::new(full(crate::metrics::expose::encode(families)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

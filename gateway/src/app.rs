@@ -32,6 +32,8 @@ pub struct Settings {
     pub models_ttl: Duration,
     /// Sizes of the response cache.
     pub cache: crate::cache::Limits,
+    /// Where request spans are exported (see `trace`); none: tracing off.
+    pub tracing: Option<crate::trace::Config>,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             list_timeout: Duration::from_secs(5),
             models_ttl: Duration::from_secs(60),
             cache: crate::cache::Limits::default(),
+            tracing: None,
         }
     }
 }
@@ -71,10 +74,13 @@ pub struct Gateway {
     pub cache: crate::cache::Cache,
     /// Request metrics (see `metrics`): one per gateway, for the life of the process.
     pub metrics: &'static crate::metrics::Metrics,
+    /// The request tracer, when tracing is on: one per gateway, for the life of the process.
+    pub tracer: Option<&'static crate::trace::Tracer>,
 }
 
 impl Gateway {
-    /// A gateway with no config yet: it answers 503 until the first [`Gateway::install`].
+    /// A gateway with no config yet: it answers 503 until the first [`Gateway::install`]. With
+    /// tracing configured, call it on a Tokio runtime: the span exporter starts on it.
     pub fn new(settings: Settings) -> Arc<Self> {
         // Idempotent: a second install (tests build several gateways) is refused and harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -84,6 +90,7 @@ impl Gateway {
             models: ModelsCache::new(settings.models_ttl),
             cache: crate::cache::Cache::new(settings.cache),
             metrics: Box::leak(Box::default()),
+            tracer: settings.tracing.clone().and_then(crate::trace::Tracer::start).map(|t| &*Box::leak(Box::new(t))),
             settings,
             request_ids: RequestIds::new(),
             files: crate::files::FilesState::new(),

@@ -27,8 +27,8 @@ use uprox_crds::prices::Cost;
 pub mod sink;
 
 use crate::body::{Body, BoxError};
-use crate::snapshot::{Route, Snapshot};
-use crate::spend::meter::Report;
+use crate::snapshot::{ProviderEntry, Route, Snapshot};
+use crate::spend::meter::{Made, Report};
 
 /// The tracing target of audit lines.
 pub const TARGET: &str = "uprox::audit";
@@ -125,6 +125,14 @@ pub struct Notes {
     denial: OnceLock<&'static str>,
     /// Microseconds to the upstream's response headers, plus one (0: no upstream answer).
     upstream_us: AtomicU64,
+    /// The request's trace ids, when tracing is on (see [`crate::trace`]).
+    trace: Option<crate::trace::Ids>,
+    /// Unix nanoseconds: the first upstream attempt's start, the last one's end (0: none);
+    /// kept for sampled traces only.
+    upstream_start_ns: AtomicU64,
+    upstream_end_ns: AtomicU64,
+    /// Where failed upstream attempts that failover moved on from are counted.
+    metrics: Option<&'static crate::metrics::Metrics>,
 }
 
 /// What the response cache did for a request.
@@ -142,6 +150,16 @@ pub enum CacheOutcome {
 }
 
 impl Notes {
+    /// Notes for a request counted in `metrics`, with these trace ids (`None`: tracing is off).
+    pub fn new(metrics: &'static crate::metrics::Metrics, trace: Option<crate::trace::Ids>) -> Notes {
+        Notes { trace, metrics: Some(metrics), ..Notes::default() }
+    }
+
+    /// The request's trace ids, when tracing is on.
+    pub fn trace(&self) -> Option<&crate::trace::Ids> {
+        self.trace.as_ref()
+    }
+
     /// The authenticated caller.
     pub fn caller(&self, snapshot: &Arc<Snapshot>, digest: [u8; 32], service: usize) {
         let _ = self.caller.set((snapshot.clone(), digest, service));
@@ -176,6 +194,30 @@ impl Notes {
     pub fn upstream_took(&self, took: Duration) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1);
         self.upstream_us.store(micros + 1, Ordering::Relaxed);
+    }
+
+    /// Whether the upstream call's times are wanted (the request's trace is recorded).
+    pub fn timed(&self) -> bool {
+        self.trace.is_some_and(|t| t.sampled)
+    }
+
+    /// An upstream attempt started (Unix nanoseconds); only the first counts.
+    pub fn upstream_started(&self, at_ns: u64) {
+        let _ = self.upstream_start_ns.compare_exchange(0, at_ns, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// An upstream attempt ended, with an answer or without (Unix nanoseconds).
+    pub fn upstream_ended(&self, at_ns: u64) {
+        self.upstream_end_ns.store(at_ns, Ordering::Relaxed);
+    }
+
+    /// An upstream attempt with key `label` of `provider` failed (`class`, as in
+    /// `uprox_upstream_errors_total`) and failover moves on to another key. (The request's last
+    /// attempt is counted with the request.)
+    pub fn attempt_failed(&self, provider: &str, label: &str, class: &'static str) {
+        if let Some(metrics) = self.metrics {
+            metrics.upstream_failed(provider, label, class);
+        }
     }
 
     /// One more upstream attempt, with key `key` of the routed provider.
@@ -213,6 +255,8 @@ pub struct Request {
     pub notes: Notes,
     /// Where the request is counted.
     pub metrics: &'static crate::metrics::Metrics,
+    /// Where its spans go, when tracing is on.
+    pub tracer: Option<&'static crate::trace::Tracer>,
 }
 
 /// `response` with its body wrapped to write the audit line of `request` when it is done.
@@ -267,114 +311,176 @@ impl Drop for Audited {
     }
 }
 
-/// Writes the line.
-fn write(request: &Request, first_byte: Option<Duration>, completed: bool) {
-    let notes = &request.notes;
-    let (mut namespace, mut service, mut token) = ("", "", "");
-    let mut provider = "";
-    let mut key = "";
-    let mut requested_model = "";
-    if let Some((snapshot, digest, s)) = notes.caller.get() {
-        let entry = &snapshot.services[*s];
-        (namespace, service) = (&entry.id.namespace, &entry.id.name);
-        token = snapshot.token(digest).map_or("", |t| t.id.name.as_str());
-        if let Some((route, model)) = notes.route.get() {
-            requested_model = model;
-            let p = &snapshot.providers[route.provider];
-            provider = &p.name;
-            let used = match notes.key_used.load(Ordering::Relaxed) {
-                0 => route.key,
-                k => Some(k - 1),
-            };
-            key = used.and_then(|k| p.keys.get(k)).map_or("", |k| k.label.as_str());
-        }
-    }
-    let made = notes.report.get().and_then(Report::get);
-    let (mut prompt, mut completion, mut cached) = (0, 0, 0);
-    let mut cost = Cost::from_pico_usd(0).usd();
-    let mut served_model = "";
-    let mut estimated = false;
-    if let Some(made) = made {
-        prompt = made.usage.prompt_tokens();
-        completion = made.usage.output;
-        cached = made.usage.cache_read;
-        cost = Cost::from_pico_usd(made.cost_pico_usd).usd();
-        served_model = &made.model;
-        estimated = made.estimated;
-    }
-    let (cache, saved) = match notes.cache.get() {
-        Some(CacheOutcome::Hit { saved_pico_usd, model }) => {
-            served_model = model;
-            ("hit", Cost::from_pico_usd(*saved_pico_usd).usd())
-        }
-        Some(CacheOutcome::Miss) => ("miss", Cost::from_pico_usd(0).usd()),
-        None => ("", Cost::from_pico_usd(0).usd()),
-    };
-    // The line's own formatting only when somebody writes it (the metrics below need none of it).
-    if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-        let time = k8s_openapi::jiff::Timestamp::from_millisecond(request.started_ms as i64)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        let client_ip = request.client.map(|c| c.ip().to_string()).unwrap_or_default();
-        let user_agent = request.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-        let timestamp = k8s_openapi::jiff::Timestamp::now().to_string();
-        let (cost, saved) = (cost.to_string(), saved.to_string());
-        let line = Line {
-            timestamp: &timestamp,
-            level: "INFO",
-            message: "request",
-            target: TARGET,
-            time: &time,
-            request_id: request.request_id.to_str().unwrap_or(""),
-            method: request.method.as_str(),
-            endpoint: request.endpoint,
-            namespace,
-            service,
-            token,
-            provider,
-            key,
-            requested_model,
-            model: served_model,
-            status: request.status.as_u16(),
-            error_type: request.error.unwrap_or(""),
+/// What is known of a request when it is done: for its audit line, its metrics and its spans.
+pub struct Facts<'a> {
+    /// The request.
+    pub request: &'a Request,
+    /// The Service's namespace and name, and the MachineToken's name (empty before
+    /// authentication).
+    pub namespace: &'a str,
+    /// See `namespace`.
+    pub service: &'a str,
+    /// See `namespace`.
+    pub token: &'a str,
+    /// The routed provider.
+    pub provider: Option<&'a ProviderEntry>,
+    /// The label of the key that answered.
+    pub key: &'a str,
+    /// The model asked for.
+    pub requested_model: &'a str,
+    /// The model the answer names.
+    pub served_model: &'a str,
+    /// Tokens and cost, once the meter settled.
+    pub made: Option<&'a Made>,
+    /// `hit`, `miss` or empty.
+    pub cache: &'static str,
+    /// What a cache hit saved, pico-USD.
+    pub saved_pico_usd: u128,
+    /// The whole answer was sent.
+    pub completed: bool,
+    /// Arrival to the end of the answer.
+    pub latency: Duration,
+    /// Arrival to the first byte of the answer.
+    pub first_byte: Option<Duration>,
+    /// Upstream attempts beyond the first.
+    pub retries: u32,
+}
+
+impl<'a> Facts<'a> {
+    fn of(request: &'a Request, first_byte: Option<Duration>, completed: bool) -> Facts<'a> {
+        let notes = &request.notes;
+        let mut facts = Facts {
+            request,
+            namespace: "",
+            service: "",
+            token: "",
+            provider: None,
+            key: "",
+            requested_model: "",
+            served_model: "",
+            made: notes.report.get().and_then(Report::get),
+            cache: "",
+            saved_pico_usd: 0,
             completed,
-            latency_ms: millis(request.started.elapsed()),
-            ttfb_ms: first_byte.map_or(-1.0, millis),
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            cached_tokens: cached,
-            usage_estimated: estimated,
-            cost_usd: &cost,
-            saved_usd: &saved,
-            cache,
+            latency: request.started.elapsed(),
+            first_byte,
             retries: notes.retries.load(Ordering::Relaxed),
-            client_ip: &client_ip,
-            user_agent,
         };
-        // Serialising borrowed strings and numbers cannot fail.
-        let json = serde_json::to_string(&line).unwrap_or_default();
-        tracing::info!(target: TARGET, line = json.as_str());
+        if let Some((snapshot, digest, s)) = notes.caller.get() {
+            let entry = &snapshot.services[*s];
+            (facts.namespace, facts.service) = (&entry.id.namespace, &entry.id.name);
+            facts.token = snapshot.token(digest).map_or("", |t| t.id.name.as_str());
+            if let Some((route, model)) = notes.route.get() {
+                facts.requested_model = model;
+                let p = &snapshot.providers[route.provider];
+                facts.provider = Some(p);
+                let used = match notes.key_used.load(Ordering::Relaxed) {
+                    0 => route.key,
+                    k => Some(k - 1),
+                };
+                facts.key = used.and_then(|k| p.keys.get(k)).map_or("", |k| k.label.as_str());
+            }
+        }
+        if let Some(made) = facts.made {
+            facts.served_model = &made.model;
+        }
+        match notes.cache.get() {
+            Some(CacheOutcome::Hit { saved_pico_usd, model }) => {
+                facts.served_model = model;
+                (facts.cache, facts.saved_pico_usd) = ("hit", *saved_pico_usd);
+            }
+            Some(CacheOutcome::Miss) => facts.cache = "miss",
+            None => {}
+        }
+        facts
     }
-    let latency = request.started.elapsed();
+}
+
+/// Writes the line, counts the request and hands its spans to the tracer.
+fn write(request: &Request, first_byte: Option<Duration>, completed: bool) {
+    let facts = Facts::of(request, first_byte, completed);
+    let notes = &request.notes;
+    // The line's own formatting only when somebody writes it (the metrics need none of it).
+    if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        line(&facts);
+    }
     let upstream = match notes.upstream_us.load(Ordering::Relaxed) {
         0 => None,
         us => Some(Duration::from_micros(us - 1)),
     };
+    let provider = facts.provider.map_or("", |p| &*p.name);
     let observation = crate::metrics::Observation {
-        namespace,
-        service,
+        namespace: facts.namespace,
+        service: facts.service,
         provider,
-        model: if served_model.is_empty() { requested_model } else { served_model },
+        model: if facts.served_model.is_empty() { facts.requested_model } else { facts.served_model },
         endpoint: request.endpoint,
         status: request.status.as_u16(),
-        duration: latency,
+        duration: facts.latency,
         time_to_first_token: first_byte.filter(|_| request.streamed && request.status.is_success()),
         upstream,
-        tokens: made.map(|m| (m.usage.prompt_tokens(), m.usage.output, m.usage.cache_read)),
+        tokens: facts.made.map(|m| (m.usage.prompt_tokens(), m.usage.output, m.usage.cache_read)),
         denial: notes.denial.get().copied().or_else(|| request.error.and_then(denial)),
-        upstream_error: request.error.and_then(|e| upstream_class(e, request.status)).map(|class| (key, class)),
+        upstream_error: request.error.and_then(|e| upstream_class(e, request.status)).map(|class| (facts.key, class)),
     };
     request.metrics.finished(&observation);
+    if let (Some(tracer), Some(ids)) = (request.tracer, &notes.trace) {
+        let window =
+            match (notes.upstream_start_ns.load(Ordering::Relaxed), notes.upstream_end_ns.load(Ordering::Relaxed)) {
+                (0, _) | (_, 0) => None,
+                (start, end) => Some((start, end)),
+            };
+        tracer.finish(ids, &facts, window);
+    }
+}
+
+/// Serialises and logs the audit line.
+fn line(facts: &Facts<'_>) {
+    let request = facts.request;
+    let time = k8s_openapi::jiff::Timestamp::from_millisecond(request.started_ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let client_ip = request.client.map(|c| c.ip().to_string()).unwrap_or_default();
+    let user_agent = request.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    let timestamp = k8s_openapi::jiff::Timestamp::now().to_string();
+    let cost = Cost::from_pico_usd(facts.made.map_or(0, |m| m.cost_pico_usd)).usd().to_string();
+    let saved = Cost::from_pico_usd(facts.saved_pico_usd).usd().to_string();
+    let usage = facts.made.map(|m| &m.usage);
+    let line = Line {
+        timestamp: &timestamp,
+        level: "INFO",
+        message: "request",
+        target: TARGET,
+        time: &time,
+        request_id: request.request_id.to_str().unwrap_or(""),
+        method: request.method.as_str(),
+        endpoint: request.endpoint,
+        namespace: facts.namespace,
+        service: facts.service,
+        token: facts.token,
+        provider: facts.provider.map_or("", |p| &*p.name),
+        key: facts.key,
+        requested_model: facts.requested_model,
+        model: facts.served_model,
+        status: request.status.as_u16(),
+        error_type: request.error.unwrap_or(""),
+        completed: facts.completed,
+        latency_ms: millis(facts.latency),
+        ttfb_ms: facts.first_byte.map_or(-1.0, millis),
+        prompt_tokens: usage.map_or(0, |u| u.prompt_tokens()),
+        completion_tokens: usage.map_or(0, |u| u.output),
+        cached_tokens: usage.map_or(0, |u| u.cache_read),
+        usage_estimated: facts.made.is_some_and(|m| m.estimated),
+        cost_usd: &cost,
+        saved_usd: &saved,
+        cache: facts.cache,
+        retries: facts.retries,
+        client_ip: &client_ip,
+        user_agent,
+    };
+    // Serialising borrowed strings and numbers cannot fail.
+    let json = serde_json::to_string(&line).unwrap_or_default();
+    tracing::info!(target: TARGET, line = json.as_str());
 }
 
 /// The denial reason of an error code the gateway answered with.
@@ -389,7 +495,7 @@ fn denial(code: &str) -> Option<&'static str> {
 }
 
 /// The class of an upstream failure, from the error code and status.
-fn upstream_class(code: &str, status: StatusCode) -> Option<&'static str> {
+pub(crate) fn upstream_class(code: &str, status: StatusCode) -> Option<&'static str> {
     Some(match code {
         "upstream_timeout" => "timeout",
         "upstream_unavailable" => "connect",

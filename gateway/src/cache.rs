@@ -24,7 +24,6 @@ pub mod replay;
 pub mod shape;
 pub mod store;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -169,30 +168,29 @@ impl Cache {
         Some(response)
     }
 
-    /// The metrics text: bytes, entries and evictions. (Hits, misses and savings are counted
+    /// The metric families: bytes, entries and evictions. (Hits, misses and savings are counted
     /// per Service; see [`crate::spend::metrics`].)
-    pub fn render_metrics(&self) -> String {
-        let bytes = self.store.weighted_bytes();
+    pub fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use crate::metrics::expose::{counters_by, gauge};
         let evictions = self.store.evictions();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP uprox_cache_bytes Bytes of answers held by the response cache (bounded by --cache-max-bytes).\n\
-             # TYPE uprox_cache_bytes gauge\nuprox_cache_bytes {bytes}\n\
-             # HELP uprox_cache_max_bytes The response cache's byte bound.\n\
-             # TYPE uprox_cache_max_bytes gauge\nuprox_cache_max_bytes {}\n\
-             # HELP uprox_cache_entries Answers held by the response cache.\n\
-             # TYPE uprox_cache_entries gauge\nuprox_cache_entries {}\n\
-             # HELP uprox_cache_evictions_total Answers removed from the response cache, by cause.\n\
-             # TYPE uprox_cache_evictions_total counter\n\
-             uprox_cache_evictions_total{{cause=\"size\"}} {}\n\
-             uprox_cache_evictions_total{{cause=\"expired\"}} {}",
-            self.limits.max_bytes,
-            self.store.entries(),
-            evictions.size.load(Ordering::Relaxed),
-            evictions.expired.load(Ordering::Relaxed),
-        );
-        out
+        vec![
+            gauge(
+                "uprox_cache_bytes",
+                "Bytes of answers held by the response cache (bounded by --cache-max-bytes).",
+                self.store.weighted_bytes() as f64,
+            ),
+            gauge("uprox_cache_max_bytes", "The response cache's byte bound.", self.limits.max_bytes as f64),
+            gauge("uprox_cache_entries", "Answers held by the response cache.", self.store.entries() as f64),
+            counters_by(
+                "uprox_cache_evictions_total",
+                "Answers removed from the response cache, by cause.",
+                "cause",
+                &[
+                    ("size", evictions.size.load(Ordering::Relaxed) as f64),
+                    ("expired", evictions.expired.load(Ordering::Relaxed) as f64),
+                ],
+            ),
+        ]
     }
 }
 

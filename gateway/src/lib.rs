@@ -28,4 +28,5 @@ pub mod server;
 pub mod snapshot;
 pub mod spend;
 pub mod standalone;
+pub mod trace;
 pub mod upstream;

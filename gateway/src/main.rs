@@ -88,6 +88,24 @@ struct Args {
     /// Where the audit log (one JSON line per request; see docs/audit-log.md) goes.
     #[arg(long, env = "UPROX_AUDIT_LOG", value_enum, default_value_t = AuditLog::Stdout)]
     audit_log: AuditLog,
+    /// Export request spans over OTLP/HTTP to this collector (a base URL such as
+    /// `http://otel-collector:4318`, which gets `/v1/traces`, or the full traces URL). Default:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` when set, else no
+    /// tracing.
+    #[arg(long, env = "UPROX_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// The OTLP encoding: `http/protobuf` or `http/json`. Default: `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    /// else `http/protobuf`.
+    #[arg(long, env = "UPROX_OTLP_PROTOCOL")]
+    otlp_protocol: Option<String>,
+    /// A header for the OTLP collector, `name=value` (repeatable); also read from
+    /// `OTEL_EXPORTER_OTLP_HEADERS`.
+    #[arg(long = "otlp-header", value_name = "NAME=VALUE")]
+    otlp_headers: Vec<String>,
+    /// The share of new traces recorded, 0 to 1 (requests with a `traceparent` follow their
+    /// caller's decision). Default: `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`, else 1.
+    #[arg(long, env = "UPROX_TRACE_SAMPLE_RATIO")]
+    trace_sample_ratio: Option<f64>,
 }
 
 /// Where audit lines go.
@@ -152,6 +170,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    let tracing_options = uprox_gateway::trace::Options {
+        endpoint: args.otlp_endpoint.clone(),
+        protocol: args.otlp_protocol.clone(),
+        headers: args.otlp_headers.clone(),
+        sample_ratio: args.trace_sample_ratio,
+    };
+    let tracing = match uprox_gateway::trace::Config::from_options(&tracing_options, |name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("uprox-gateway: tracing: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let settings = Settings {
         max_body_bytes: args.max_body_bytes,
         max_file_bytes: args.max_file_bytes,
@@ -159,6 +190,7 @@ async fn run(args: Args) -> ExitCode {
             max_bytes: args.cache_max_bytes,
             max_entry_bytes: args.cache_max_entry_bytes,
         },
+        tracing,
         ..Settings::default()
     };
     let gateway = Gateway::new(settings);
@@ -213,6 +245,9 @@ async fn run(args: Args) -> ExitCode {
     // Every answer has settled its cost: write the last of it.
     let _ = stop_flusher.send(());
     let _ = flusher.await;
+    if let Some(tracer) = gateway.tracer {
+        tracer.shutdown(Duration::from_secs(2)).await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -21,6 +21,10 @@ use std::time::Duration;
 
 use prometheus::proto::{self, MetricFamily, MetricType};
 
+pub mod expose;
+
+use expose::{counter, counters_by, family, gauge, label};
+
 /// Series per family and serving thread, beyond which new label sets count as `other`.
 pub const MAX_SERIES: usize = 2048;
 
@@ -181,6 +185,12 @@ impl Metrics {
         }
     }
 
+    /// An upstream attempt failed, and failover moved on to another key.
+    pub fn upstream_failed(&self, provider: &str, key: &str, class: &'static str) {
+        let mut shard = self.shards.get_or_default().lock().unwrap_or_else(PoisonError::into_inner);
+        *shard.upstream_errors.get(&[provider, key, class]) += 1;
+    }
+
     /// A config was installed.
     pub fn installed(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +253,7 @@ impl Metrics {
             ),
             counters(
                 "uprox_upstream_errors_total",
-                "Requests whose upstream failed, by provider, key label and class.",
+                "Failed upstream attempts, by provider, key label and class: requests that failed, and attempts key failover recovered from.",
                 &["provider", "key", "class"],
                 &merged.upstream_errors,
             ),
@@ -254,25 +264,21 @@ impl Metrics {
             "Configs installed since the process started.",
             self.generation.load(Ordering::Relaxed) as f64,
         ));
-        let mut reloads = family("uprox_config_reloads_total", "Config loads by result.", MetricType::COUNTER);
-        for (result, n) in [("success", &self.reloads_ok), ("failure", &self.reloads_failed)] {
-            let mut metric = proto::Metric::from_label(vec![label("result", result)]);
-            let mut counter = proto::Counter::default();
-            counter.set_value(n.load(Ordering::Relaxed) as f64);
-            metric.set_counter(counter);
-            reloads.mut_metric().push(metric);
-        }
-        families.push(reloads);
-        families.retain(|f| !f.get_metric().is_empty());
+        families.push(counters_by(
+            "uprox_config_reloads_total",
+            "Config loads by result.",
+            "result",
+            &[
+                ("success", self.reloads_ok.load(Ordering::Relaxed) as f64),
+                ("failure", self.reloads_failed.load(Ordering::Relaxed) as f64),
+            ],
+        ));
         families
     }
 
-    /// The text exposition.
+    /// The text exposition of these metrics alone.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // The families are well-formed by construction; an error leaves the text empty.
-        let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &self.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        expose::encode(self.gather())
     }
 }
 
@@ -310,21 +316,6 @@ impl Merged {
     }
 }
 
-fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
-    let mut family = MetricFamily::default();
-    family.set_name(name.to_owned());
-    family.set_help(help.to_owned());
-    family.set_field_type(kind);
-    family
-}
-
-fn label(name: &str, value: &str) -> proto::LabelPair {
-    let mut pair = proto::LabelPair::default();
-    pair.set_name(name.to_owned());
-    pair.set_value(value.to_owned());
-    pair
-}
-
 fn labels(names: &[&str], values: &[Box<str>]) -> Vec<proto::LabelPair> {
     names.iter().zip(values).map(|(n, v)| label(n, v)).collect()
 }
@@ -332,11 +323,7 @@ fn labels(names: &[&str], values: &[Box<str>]) -> Vec<proto::LabelPair> {
 fn counters(name: &str, help: &str, names: &[&str], series: &BTreeMap<Labels, u64>) -> MetricFamily {
     let mut f = family(name, help, MetricType::COUNTER);
     for (values, n) in series {
-        let mut metric = proto::Metric::from_label(labels(names, values));
-        let mut counter = proto::Counter::default();
-        counter.set_value(*n as f64);
-        metric.set_counter(counter);
-        f.mut_metric().push(metric);
+        f.mut_metric().push(counter(labels(names, values), *n as f64));
     }
     f
 }
@@ -370,14 +357,6 @@ fn histograms(
         metric.set_histogram(histogram);
         f.mut_metric().push(metric);
     }
-    f
-}
-
-fn gauge(name: &str, help: &str, value: f64) -> MetricFamily {
-    let mut f = family(name, help, MetricType::GAUGE);
-    let mut gauge = proto::Gauge::default();
-    gauge.set_value(value);
-    f.mut_metric().push(proto::Metric::from_gauge(gauge));
     f
 }
 

@@ -195,7 +195,8 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, client: O
     let endpoint = Endpoint::find(request.uri().path()).map(|(e, ..)| e);
     // Anthropic SDKs parse errors in Anthropic's shape; everyone else gets OpenAI's.
     let anthropic_errors = request.uri().path().starts_with("/v1/messages");
-    let notes = crate::audit::Notes::default();
+    let trace = gateway.tracer.map(|tracer| tracer.ids(request.headers()));
+    let notes = crate::audit::Notes::new(gateway.metrics, trace);
     let audited = !matches!(endpoint, Some(Endpoint::Healthz | Endpoint::Readyz));
     if audited {
         gateway.metrics.started();
@@ -230,6 +231,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, client: O
         streamed,
         notes,
         metrics: gateway.metrics,
+        tracer: gateway.tracer,
     };
     crate::audit::audited(request, response)
 }

@@ -21,6 +21,7 @@ use crate::error::GatewayError;
 use crate::snapshot::{KeyEntry, ProviderEntry};
 
 static CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A pooled upstream client.
@@ -102,6 +103,9 @@ impl Call<'_> {
         if let Some(k) = key {
             headers.insert(&k.header, k.auth.clone());
         }
+        if let Some(trace) = self.audit.and_then(|notes| notes.trace()) {
+            headers.insert(&TRACEPARENT, trace.upstream_traceparent());
+        }
         request
     }
 
@@ -142,6 +146,9 @@ impl Call<'_> {
             key.cool_down(crate::clock::unix_millis() + cooldown.as_millis() as u64);
             if attempt + 1 < candidates.len() {
                 tracing::warn!(provider = %self.provider.config.id, key = %key.label, ?cooldown, "upstream failed; trying the next key");
+                if let Some(notes) = self.audit {
+                    notes.attempt_failed(&self.provider.name, &key.label, failure_class(&outcome));
+                }
             }
         }
         outcome
@@ -153,15 +160,22 @@ impl Call<'_> {
     async fn attempt(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
         let timeout = self.provider.config.timeout_seconds;
         let started = std::time::Instant::now();
-        let response =
-            match tokio::time::timeout(Duration::from_secs(u64::from(timeout)), self.client.request(request)).await {
-                Err(_) => return Err(GatewayError::UpstreamTimeout(timeout)),
-                Ok(Err(e)) => {
-                    tracing::warn!(provider = %self.provider.config.id, error = %e, "upstream request failed");
-                    return Err(GatewayError::UpstreamUnavailable(describe(&e).to_owned()));
-                }
-                Ok(Ok(r)) => r,
-            };
+        let timed = self.audit.filter(|notes| notes.timed());
+        if let Some(notes) = timed {
+            notes.upstream_started(crate::trace::unix_nanos());
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(u64::from(timeout)), self.client.request(request)).await;
+        if let Some(notes) = timed {
+            notes.upstream_ended(crate::trace::unix_nanos());
+        }
+        let response = match answer {
+            Err(_) => return Err(GatewayError::UpstreamTimeout(timeout)),
+            Ok(Err(e)) => {
+                tracing::warn!(provider = %self.provider.config.id, error = %e, "upstream request failed");
+                return Err(GatewayError::UpstreamUnavailable(describe(&e).to_owned()));
+            }
+            Ok(Ok(r)) => r,
+        };
         if let Some(notes) = self.audit {
             notes.upstream_took(started.elapsed());
         }
@@ -200,6 +214,18 @@ fn cooldown_after(outcome: &Result<Response<Incoming>, GatewayError>) -> Option<
         Err(GatewayError::UpstreamUnavailable(_)) => Some(FAILURE_COOLDOWN),
         Err(GatewayError::UpstreamRejectedKey(_)) => Some(REJECTED_COOLDOWN),
         Err(_) => None,
+    }
+}
+
+/// The class of a failed attempt, as `uprox_upstream_errors_total` names it.
+fn failure_class(outcome: &Result<Response<Incoming>, GatewayError>) -> &'static str {
+    match outcome {
+        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => "http_429",
+        Ok(r) if r.status().is_server_error() => "http_5xx",
+        Ok(_) => "http_4xx",
+        Err(GatewayError::UpstreamTimeout(_)) => "timeout",
+        Err(GatewayError::UpstreamRejectedKey(_)) => "rejected_key",
+        Err(_) => "connect",
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Harness, PROVIDER_KEY, Seen, TOKEN, Upstream, identity_with, reply};
+use common::{Harness, PROVIDER_KEY, TOKEN, identity_with};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -49,27 +49,6 @@ impl Captured {
     }
 }
 
-/// An OpenAI-like upstream: JSON with usage; `fail` in the prompt answers 500; a stream sends
-/// one chunk and then nothing for a long time.
-async fn upstream() -> Upstream {
-    Upstream::start(Arc::new(|s: Seen| {
-        Box::pin(async move {
-            let request: Value = serde_json::from_slice(&s.body).unwrap();
-            if request["messages"][0]["content"] == "fail" {
-                return reply(500, "application/json", r#"{"error":{"message":"boom","type":"server_error"}}"#);
-            }
-            if request["stream"] == true {
-                return common::stalled_stream();
-            }
-            let body = format!(
-                r#"{{"id":"c","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"usage":{USAGE}}}"#
-            );
-            reply(200, "application/json", body)
-        })
-    }))
-    .await
-}
-
 /// The documented fields, read from the table in docs/audit-log.md.
 fn documented_fields() -> Vec<String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-log.md")).unwrap();
@@ -99,7 +78,7 @@ async fn every_request_gets_one_documented_line_and_no_secret_is_ever_logged() {
         .with(tracing_subscriber::filter::LevelFilter::TRACE);
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let up = upstream().await;
+    let up = common::chat_upstream(USAGE).await;
     let policy = r#"
 ---
 apiVersion: uprox.dev/v1alpha1

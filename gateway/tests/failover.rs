@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::{Harness, Seen, Upstream};
 use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
 use uprox_gateway::body::{Body, full};
 
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
@@ -60,6 +61,23 @@ async fn upstream(status_for: fn(&str) -> u16) -> Upstream {
     .await
 }
 
+/// The `uprox_upstream_errors_total` series once they count `total` failed attempts (each
+/// request's own outcome is counted as its body ends, a moment after the client read it).
+async fn upstream_errors(h: &Harness, total: u32) -> Vec<String> {
+    let series = || async {
+        let text =
+            uprox_gateway::admin::respond("/metrics", &h.gateway).into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        text.lines().filter(|l| l.starts_with("uprox_upstream_errors_total{")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    let counted =
+        |lines: &[String]| lines.iter().map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap()).sum::<u32>();
+    common::eventually(std::time::Duration::from_secs(10), || async { counted(&series().await) >= total }).await;
+    series().await
+}
+
+const PRIMARY_429: &str = r#"uprox_upstream_errors_total{provider="team/upstream",key="primary",class="http_429"}"#;
+
 fn keys_seen(upstream: &Upstream) -> Vec<String> {
     upstream.seen.lock().unwrap().iter().map(|s| s.authorization.clone().unwrap_or_default()).collect()
 }
@@ -72,6 +90,8 @@ async fn a_rate_limited_key_fails_over_and_cools_down() {
     let r = h.chat(CHAT).await;
     assert_eq!(r.status(), 200, "the client never sees the 429");
     assert_eq!(keys_seen(&upstream), ["Bearer sk-primary", "Bearer sk-backup"]);
+    // The failed attempt is counted against its key, though the request succeeded.
+    assert_eq!(upstream_errors(&h, 1).await, [format!("{PRIMARY_429} 1")]);
 
     // The primary key is cooling down (retry-after 120 s): the next request skips it.
     let r = h.chat(CHAT).await;
@@ -84,11 +104,19 @@ async fn server_errors_and_rejected_keys_fail_over_too() {
     let upstream = upstream(|key| if key == "sk-primary" { 503 } else { 200 }).await;
     let h = Harness::start(&manifests(&upstream.base_url())).await;
     assert_eq!(h.chat(CHAT).await.status(), 200);
+    assert_eq!(
+        upstream_errors(&h, 1).await,
+        [r#"uprox_upstream_errors_total{provider="team/upstream",key="primary",class="http_5xx"} 1"#]
+    );
 
     let rejected = self::upstream(|key| if key == "sk-primary" { 401 } else { 200 }).await;
     let h = Harness::start(&manifests(&rejected.base_url())).await;
     assert_eq!(h.chat(CHAT).await.status(), 200);
     assert_eq!(keys_seen(&rejected), ["Bearer sk-primary", "Bearer sk-backup"]);
+    assert_eq!(
+        upstream_errors(&h, 1).await,
+        [r#"uprox_upstream_errors_total{provider="team/upstream",key="primary",class="rejected_key"} 1"#]
+    );
 }
 
 #[tokio::test]
@@ -104,6 +132,17 @@ async fn when_every_key_fails_the_last_answer_is_relayed() {
     let r = h.chat(CHAT).await;
     assert_eq!(r.status(), 429);
     assert_eq!(keys_seen(&upstream)[2..], ["Bearer sk-primary"]);
+    // Three failed attempts: the first request's two (one recovered from, then its outcome),
+    // the second request's one.
+    let mut errors = upstream_errors(&h, 3).await;
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            r#"uprox_upstream_errors_total{provider="team/upstream",key="backup",class="http_429"} 1"#.to_owned(),
+            format!("{PRIMARY_429} 2"),
+        ]
+    );
 }
 
 #[tokio::test]

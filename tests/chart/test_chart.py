@@ -202,6 +202,31 @@ def test_the_response_cache_is_sized_from_values():
     assert result.returncode != 0
 
 
+def test_tracing_is_off_by_default_and_configured_from_values():
+    def container(*extra):
+        docs = render(*extra)
+        gateway = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "uprox-gateway"][0]
+        return gateway["spec"]["template"]["spec"]["containers"][0]
+
+    off = container()
+    assert not any(a.startswith("--otlp") for a in off["args"]) and "env" not in off
+    on = container(
+        "--set", "gateway.tracing.endpoint=http://otel-collector.observability:4318",
+        "--set-json", "gateway.tracing.sampleRatio=0.25",
+        "--set", "gateway.tracing.headersSecret.name=otlp-auth",
+        "--set", "gateway.tracing.headersSecret.key=headers",
+    )
+    assert "--otlp-endpoint=http://otel-collector.observability:4318" in on["args"]
+    assert "--otlp-protocol=http/protobuf" in on["args"]
+    assert "--trace-sample-ratio=0.25" in on["args"]
+    env = {e["name"]: e for e in on["env"]}
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {"name": "otlp-auth", "key": "headers"}
+    assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+    assert list(env).index("POD_NAME") < list(env).index("OTEL_RESOURCE_ATTRIBUTES"), "defined before use"
+    for bad in ['gateway.tracing.endpoint="collector:4318"', 'gateway.tracing.protocol="grpc"', "gateway.tracing.sampleRatio=2"]:
+        assert helm("template", "uprox", str(CHART), "--set-json", bad, check=False).returncode != 0, bad
+
+
 def test_bad_values_are_refused_by_the_schema():
     result = helm("template", "uprox", str(CHART), "--set", "gateway.replicas=0", check=False)
     assert result.returncode != 0 and "replicas" in result.stderr
@@ -224,19 +249,24 @@ CHART_DASHBOARD = CHART / "dashboards" / "uprox.json"
 # the code without updating this list (and the dashboard and rules) fails the tests below.
 GATEWAY_METRICS = {
     "uprox_requests_total",
-    "uprox_requests_in_flight",
     "uprox_cost_usd_total",
     "uprox_cache_hits_total",
     "uprox_cache_misses_total",
     "uprox_cache_saved_usd_total",
     "uprox_denials_total",
-    "uprox_upstream_errors_total",
-    "uprox_upstream_duration_seconds_bucket",
     "gen_ai_server_request_duration_seconds_bucket",
     "gen_ai_server_time_to_first_token_seconds_bucket",
     "gen_ai_client_token_usage_sum",
 }
-GATEWAY_PROCESS_METRICS = {"uprox_config_generation", "uprox_config_reloads_total"}
+# Gateway-wide series, without the tenant's namespace and service labels (the scrape's target
+# labels would stand in for them, so a tenant filter would empty the panel).
+GATEWAY_PROCESS_METRICS = {
+    "uprox_config_generation",
+    "uprox_config_reloads_total",
+    "uprox_requests_in_flight",
+    "uprox_upstream_errors_total",
+    "uprox_upstream_duration_seconds_bucket",
+}
 OPERATOR_METRICS = {
     "uprox_budget_spend_usd",
     "uprox_budget_limit_usd",
@@ -372,6 +402,8 @@ def test_every_per_service_query_is_filtered_by_namespace_and_service():
                     assert 'namespace=~"$namespace"' in matchers and 'service=~"$service"' in matchers, (title, expr)
                 elif metric in PER_NAMESPACE_METRICS:
                     assert 'namespace=~"$namespace"' in matchers, (title, expr)
+                elif metric in GATEWAY_PROCESS_METRICS:
+                    assert "$namespace" not in matchers and "$service" not in matchers, (title, expr)
 
 
 def test_the_dashboard_and_the_rules_use_only_known_metrics():

@@ -157,9 +157,10 @@ def find_token(stdout: OutputReader, folders: list[pathlib.Path]) -> str | None:
 
 
 @contextlib.contextmanager
-def gateway_on(prepare: Callable[[pathlib.Path], None], name: str) -> Iterator[Gateway]:
-    """The gateway binary (standalone) on a config folder that `prepare` fills, stopped on exit.
-    The yielded token is the one of the MachineToken SAMPLE_TOKEN names."""
+def gateway_on(prepare: Callable[[pathlib.Path], None], name: str, args: tuple[str, ...] = ()) -> Iterator[Gateway]:
+    """The gateway binary (standalone, with extra command-line `args`) on a config folder that
+    `prepare` fills, stopped on exit. The yielded token is the one of the MachineToken
+    SAMPLE_TOKEN names."""
     binary = gateway_binary()
     if not binary.is_file():
         pytest.fail(f"{binary} does not exist: run `cargo build -p uprox-gateway --bins` (tests/sdk/run.sh does)")
@@ -170,7 +171,7 @@ def gateway_on(prepare: Callable[[pathlib.Path], None], name: str) -> Iterator[G
         config.mkdir(exist_ok=True)
         state.mkdir()
         proc = subprocess.Popen(
-            [str(binary), "--config", str(config), "--state", str(state), "--listen", "127.0.0.1:0"],
+            [str(binary), "--config", str(config), "--state", str(state), "--listen", "127.0.0.1:0", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -193,9 +194,9 @@ def gateway_on(prepare: Callable[[pathlib.Path], None], name: str) -> Iterator[G
 
 
 @contextlib.contextmanager
-def sample_gateway(extra: dict[str, str] | None = None) -> Iterator[Gateway]:
-    """The gateway on a copy of the samples (plus `extra` files by name), stopped on exit;
-    tests/sdk/node runs against it too."""
+def sample_gateway(extra: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Gateway]:
+    """The gateway on a copy of the samples (plus `extra` files by name, and extra command-line
+    `args`), stopped on exit; tests/sdk/node runs against it too."""
 
     def prepare(config: pathlib.Path) -> None:
         shutil.copytree(SAMPLES, config)
@@ -203,7 +204,7 @@ def sample_gateway(extra: dict[str, str] | None = None) -> Iterator[Gateway]:
         for file, text in (extra or {}).items():
             (config / file).write_text(text)
 
-    with gateway_on(prepare, "sdk") as started:
+    with gateway_on(prepare, "sdk", args) as started:
         yield started
 
 

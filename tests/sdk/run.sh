@@ -37,7 +37,8 @@ fi
 
 log "installing test dependencies"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    'openai>=1.50' 'anthropic>=0.40' 'pytest>=7' 'pyyaml>=6' 'jsonschema>=4' 'kubernetes-validate>=1.30'
+    'openai>=1.50' 'anthropic>=0.40' 'pytest>=7' 'pyyaml>=6' 'jsonschema>=4' 'kubernetes-validate>=1.30' \
+    'opentelemetry-proto>=1.20'
 
 log "building uprox-gateway (debug)"
 cargo build --quiet -p uprox-gateway --bins

@@ -1,24 +1,46 @@
-//! The spend metrics of the gateway's admin port, in the Prometheus text format: cost, costed
-//! requests, requests to unpriced models, and response-cache hits, misses and savings since the
-//! process started, by namespace, Service,
-//! provider and model (at most 64 models per provider and thread; more count as `other`). Budget
-//! spend and limits are the operator's metrics (`uprox_budget_*`), computed from the shared
-//! ledger rather than one replica's view.
+//! The spend metrics of the gateway's admin port: cost, costed requests, requests to unpriced
+//! models, and response-cache hits, misses and savings since the process started, by namespace,
+//! Service, provider and model (at most 64 models per provider and thread; more count as
+//! `other`). Budget spend and limits are the operator's metrics (`uprox_budget_*`), computed from
+//! the shared ledger rather than one replica's view.
 
-use std::fmt::Write as _;
-
-use uprox_crds::prices::Cost;
+use prometheus::proto::{MetricFamily, MetricType};
 
 use super::state::Spend;
+use crate::metrics::expose::{counter, family, label};
 
-/// The metrics text.
-pub fn render(spend: &Spend) -> String {
-    let mut cost = String::new();
-    let mut requests = String::new();
-    let mut unpriced = String::new();
-    let mut hits = String::new();
-    let mut misses = String::new();
-    let mut saved = String::new();
+/// The metric families.
+pub fn families(spend: &Spend) -> Vec<MetricFamily> {
+    let mut cost = family(
+        "uprox_cost_usd_total",
+        "USD spent through this gateway process (exact, from the usage the provider reported).",
+        MetricType::COUNTER,
+    );
+    let mut requests = family(
+        "uprox_costed_requests_total",
+        "Requests whose cost this gateway process recorded.",
+        MetricType::COUNTER,
+    );
+    let mut unpriced = family(
+        "uprox_unpriced_requests_total",
+        "Requests to models without a price, costed at 0.",
+        MetricType::COUNTER,
+    );
+    let mut hits = family(
+        "uprox_cache_hits_total",
+        "Requests answered from the response cache (no upstream call, no cost).",
+        MetricType::COUNTER,
+    );
+    let mut misses = family(
+        "uprox_cache_misses_total",
+        "Requests the response cache could have answered but did not.",
+        MetricType::COUNTER,
+    );
+    let mut saved = family(
+        "uprox_cache_saved_usd_total",
+        "USD the response cache's hits would have cost upstream.",
+        MetricType::COUNTER,
+    );
     let mut meters = spend.all();
     meters.sort_by(|a, b| a.key.cmp(&b.key));
     for meter in meters {
@@ -29,54 +51,33 @@ pub fn render(spend: &Spend) -> String {
             let mut models: Vec<_> = models.into_iter().collect();
             models.sort_by(|a, b| a.0.cmp(&b.0));
             for (model, total) in models {
-                let labels = format!(
-                    "namespace=\"{}\",service=\"{}\",provider=\"{}\",model=\"{}\"",
-                    escape(namespace),
-                    escape(service),
-                    escape(&provider),
-                    escape(&model)
-                );
+                let labels = || {
+                    vec![
+                        label("namespace", namespace),
+                        label("service", service),
+                        label("provider", &provider),
+                        label("model", &model),
+                    ]
+                };
+                let usd = |pico: u128| pico as f64 / 1e12;
                 if total.requests > 0 {
-                    let usd = Cost::from_pico_usd(total.pico_usd).usd();
-                    let _ = writeln!(cost, "uprox_cost_usd_total{{{labels}}} {usd}");
-                    let _ = writeln!(requests, "uprox_costed_requests_total{{{labels}}} {}", total.requests);
+                    cost.mut_metric().push(counter(labels(), usd(total.pico_usd)));
+                    requests.mut_metric().push(counter(labels(), total.requests as f64));
                 }
                 if total.cache_hits > 0 {
-                    let usd = Cost::from_pico_usd(total.saved_pico_usd).usd();
-                    let _ = writeln!(hits, "uprox_cache_hits_total{{{labels}}} {}", total.cache_hits);
-                    let _ = writeln!(saved, "uprox_cache_saved_usd_total{{{labels}}} {usd}");
+                    hits.mut_metric().push(counter(labels(), total.cache_hits as f64));
+                    saved.mut_metric().push(counter(labels(), usd(total.saved_pico_usd)));
                 }
                 if total.cache_misses > 0 {
-                    let _ = writeln!(misses, "uprox_cache_misses_total{{{labels}}} {}", total.cache_misses);
+                    misses.mut_metric().push(counter(labels(), total.cache_misses as f64));
                 }
                 if total.unpriced > 0 {
-                    let _ = writeln!(unpriced, "uprox_unpriced_requests_total{{{labels}}} {}", total.unpriced);
+                    unpriced.mut_metric().push(counter(labels(), total.unpriced as f64));
                 }
             }
         }
     }
-    let mut out = String::new();
-    for (name, help, body) in [
-        (
-            "uprox_cost_usd_total",
-            "USD spent through this gateway process (exact, from the usage the provider reported).",
-            cost,
-        ),
-        ("uprox_costed_requests_total", "Requests whose cost this gateway process recorded.", requests),
-        ("uprox_unpriced_requests_total", "Requests to models without a price, costed at 0.", unpriced),
-        ("uprox_cache_hits_total", "Requests answered from the response cache (no upstream call, no cost).", hits),
-        ("uprox_cache_misses_total", "Requests the response cache could have answered but did not.", misses),
-        ("uprox_cache_saved_usd_total", "USD the response cache's hits would have cost upstream.", saved),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        out.push_str(&body);
-    }
-    out
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    vec![cost, requests, unpriced, hits, misses, saved]
 }
 
 #[cfg(test)]
@@ -95,7 +96,7 @@ mod tests {
         meter.record(&provider, "gpt-4o", 2_500_000_000, true);
         meter.record(&provider, "gpt-4o", 2_500_000_000, true);
         meter.record(&provider, "we\"ird", 0, false);
-        let text = render(&spend);
+        let text = crate::metrics::expose::encode(families(&spend));
         assert!(text.contains(
             "uprox_cost_usd_total{namespace=\"team\",service=\"app\",provider=\"team/openai\",model=\"gpt-4o\"} 0.005\n"
         ), "{text}");
@@ -104,7 +105,7 @@ mod tests {
         assert!(text.contains("# TYPE uprox_cost_usd_total counter"));
         meter.cache_outcome(&provider, "gpt-4o-mini", Some(1_500_000_000));
         meter.cache_outcome(&provider, "gpt-4o-mini", None);
-        let text = render(&spend);
+        let text = crate::metrics::expose::encode(families(&spend));
         let labels = r#"{namespace="team",service="app",provider="team/openai",model="gpt-4o-mini"}"#;
         for line in [
             format!("uprox_cache_hits_total{labels} 1\n"),

@@ -233,6 +233,27 @@ pub async fn cache_holds(gateway: &Gateway, entries: u64) -> bool {
     .await
 }
 
+/// An OpenAI-like chat upstream: a completion naming `gpt-4o-2024-08-06` with `usage`; a
+/// first message `fail` answers 500; a stream sends one chunk and then nothing for a long time.
+pub async fn chat_upstream(usage: &'static str) -> Upstream {
+    Upstream::start(Arc::new(move |s: Seen| {
+        Box::pin(async move {
+            let request: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+            if request["messages"][0]["content"] == "fail" {
+                return reply(500, "application/json", r#"{"error":{"message":"boom","type":"server_error"}}"#);
+            }
+            if request["stream"] == true {
+                return stalled_stream();
+            }
+            let body = format!(
+                r#"{{"id":"c","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"usage":{usage}}}"#
+            );
+            reply(200, "application/json", body)
+        })
+    }))
+    .await
+}
+
 /// A gateway serving a manifest folder.
 pub struct Harness {
     pub addr: SocketAddr,
