@@ -22,9 +22,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
-use uprox_crds::prices::Cost;
+use text::{Rfc3339, Shown, Usd};
 
 pub mod sink;
+mod text;
 
 use crate::body::{Body, BoxError};
 use crate::snapshot::{ProviderEntry, Route, Snapshot};
@@ -73,11 +74,11 @@ where
 /// One audit line, in the field order of `docs/audit-log.md`.
 #[derive(serde::Serialize)]
 struct Line<'a> {
-    timestamp: &'a str,
+    timestamp: Shown<Rfc3339>,
     level: &'static str,
     message: &'static str,
     target: &'static str,
-    time: &'a str,
+    time: Shown<Rfc3339>,
     request_id: &'a str,
     method: &'a str,
     endpoint: &'static str,
@@ -97,12 +98,24 @@ struct Line<'a> {
     completion_tokens: u64,
     cached_tokens: u64,
     usage_estimated: bool,
-    cost_usd: &'a str,
-    saved_usd: &'a str,
+    cost_usd: Shown<Usd>,
+    saved_usd: Shown<Usd>,
     cache: &'a str,
     retries: u32,
-    client_ip: &'a str,
+    client_ip: Shown<ClientIp>,
     user_agent: &'a str,
+}
+
+/// The client's IP address, or nothing.
+struct ClientIp(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for ClientIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What the request path learned about one request, for its audit line. Every cell is set at
@@ -434,24 +447,20 @@ fn write(request: &Request, first_byte: Option<Duration>, completed: bool) {
     }
 }
 
-/// Serialises and logs the audit line.
+/// Serialises and logs the audit line, in a buffer each thread reuses.
 fn line(facts: &Facts<'_>) {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
+    }
     let request = facts.request;
-    let time = k8s_openapi::jiff::Timestamp::from_millisecond(request.started_ms as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let client_ip = request.client.map(|c| c.ip().to_string()).unwrap_or_default();
     let user_agent = request.user_agent.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-    let timestamp = k8s_openapi::jiff::Timestamp::now().to_string();
-    let cost = Cost::from_pico_usd(facts.made.map_or(0, |m| m.cost_pico_usd)).usd().to_string();
-    let saved = Cost::from_pico_usd(facts.saved_pico_usd).usd().to_string();
     let usage = facts.made.map(|m| &m.usage);
     let line = Line {
-        timestamp: &timestamp,
+        timestamp: Shown(Rfc3339::now()),
         level: "INFO",
         message: "request",
         target: TARGET,
-        time: &time,
+        time: Shown(Rfc3339::from_millis(request.started_ms)),
         request_id: request.request_id.to_str().unwrap_or(""),
         method: request.method.as_str(),
         endpoint: request.endpoint,
@@ -471,16 +480,30 @@ fn line(facts: &Facts<'_>) {
         completion_tokens: usage.map_or(0, |u| u.output),
         cached_tokens: usage.map_or(0, |u| u.cache_read),
         usage_estimated: facts.made.is_some_and(|m| m.estimated),
-        cost_usd: &cost,
-        saved_usd: &saved,
+        cost_usd: Shown(Usd(facts.made.map_or(0, |m| m.cost_pico_usd))),
+        saved_usd: Shown(Usd(facts.saved_pico_usd)),
         cache: facts.cache,
         retries: facts.retries,
-        client_ip: &client_ip,
+        client_ip: Shown(ClientIp(request.client.map(|c| c.ip()))),
         user_agent,
     };
-    // Serialising borrowed strings and numbers cannot fail.
-    let json = serde_json::to_string(&line).unwrap_or_default();
-    tracing::info!(target: TARGET, line = json.as_str());
+    BUFFER.with(|buffer| {
+        // A line being written when a subscriber logs from inside (never here) would find the
+        // buffer taken: it gets a buffer of its own.
+        let mut own = Vec::new();
+        let mut taken = buffer.try_borrow_mut();
+        let out = match &mut taken {
+            Ok(buffer) => &mut **buffer,
+            Err(_) => &mut own,
+        };
+        out.clear();
+        // Serialising borrowed strings and numbers into memory cannot fail, and yields UTF-8.
+        if serde_json::to_writer(&mut *out, &line).is_ok()
+            && let Ok(json) = std::str::from_utf8(out)
+        {
+            tracing::info!(target: TARGET, line = json);
+        }
+    });
 }
 
 /// The denial reason of an error code the gateway answered with.

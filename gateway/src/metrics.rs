@@ -94,15 +94,33 @@ struct Family<V> {
     series: HashMap<u64, (Labels, V)>,
 }
 
+/// Label values hashed in order (fixed keys: the same labels always land on the same series).
+/// Families sharing leading labels clone the hasher of the shared part.
+#[derive(Clone, Default)]
+struct Key(std::hash::DefaultHasher);
+
+impl Key {
+    fn of(labels: &[&str]) -> Key {
+        Key::default().and(labels)
+    }
+
+    fn and(mut self, labels: &[&str]) -> Key {
+        for label in labels {
+            self.0.write(label.as_bytes());
+            self.0.write_u8(0xff);
+        }
+        self
+    }
+}
+
 impl<V: Default> Family<V> {
     fn get(&mut self, labels: &[&str]) -> &mut V {
-        // Fixed keys: the same labels always land on the same series.
-        let mut hasher = std::hash::DefaultHasher::new();
-        for label in labels {
-            hasher.write(label.as_bytes());
-            hasher.write_u8(0xff);
-        }
-        let key = hasher.finish();
+        self.get_keyed(&Key::of(labels), labels)
+    }
+
+    /// The series of `labels`, whose key is `key` (see [`Key`]).
+    fn get_keyed(&mut self, key: &Key, labels: &[&str]) -> &mut V {
+        let key = key.0.finish();
         if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
             let other =
                 self.series.entry(0).or_insert_with(|| (labels.iter().map(|_| "other".into()).collect(), V::default()));
@@ -155,22 +173,24 @@ impl Metrics {
         self.in_flight.get_or_default().fetch_sub(1, Ordering::Relaxed);
         let mut shard = self.shards.get_or_default().lock().unwrap_or_else(PoisonError::into_inner);
         let model_labels = [o.namespace, o.service, o.provider, o.model];
+        let model_key = Key::of(&model_labels);
         let class = match o.status {
             200..=299 => "2xx",
             300..=399 => "3xx",
             400..=499 => "4xx",
             _ => "5xx",
         };
-        *shard.requests.get(&[o.namespace, o.service, o.provider, o.model, o.endpoint, class]) += 1;
-        shard.duration.get(&model_labels).observe(SECONDS, o.duration.as_secs_f64());
+        let request_key = model_key.clone().and(&[o.endpoint, class]);
+        *shard.requests.get_keyed(&request_key, &[o.namespace, o.service, o.provider, o.model, o.endpoint, class]) += 1;
+        shard.duration.get_keyed(&model_key, &model_labels).observe(SECONDS, o.duration.as_secs_f64());
         if let Some(first) = o.time_to_first_token {
-            shard.first_token.get(&model_labels).observe(SECONDS, first.as_secs_f64());
+            shard.first_token.get_keyed(&model_key, &model_labels).observe(SECONDS, first.as_secs_f64());
         }
         if let Some((input, output, cached)) = o.tokens {
             for (kind, n) in [("input", input), ("output", output), ("cached", cached)] {
                 if n > 0 || kind != "cached" {
                     let labels = [o.namespace, o.service, o.provider, o.model, kind];
-                    shard.tokens.get(&labels).observe(TOKENS, n as f64);
+                    shard.tokens.get_keyed(&model_key.clone().and(&[kind]), &labels).observe(TOKENS, n as f64);
                 }
             }
         }

@@ -21,7 +21,6 @@ use crate::error::GatewayError;
 use crate::snapshot::{KeyEntry, ProviderEntry};
 
 static CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A pooled upstream client.
@@ -104,7 +103,7 @@ impl Call<'_> {
             headers.insert(&k.header, k.auth.clone());
         }
         if let Some(trace) = self.audit.and_then(|notes| notes.trace()) {
-            headers.insert(&TRACEPARENT, trace.upstream_traceparent());
+            headers.insert(&crate::trace::TRACEPARENT, trace.upstream_traceparent());
         }
         request
     }

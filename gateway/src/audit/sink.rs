@@ -97,12 +97,12 @@ fn run(queue: Receiver<Vec<u8>>, out: impl Write, counts: &Counts) {
 }
 
 /// One event's bytes, handed to the writer when the formatter is done with it.
-pub struct Line {
+pub struct Line<'a> {
     bytes: Vec<u8>,
-    sink: Sink,
+    sink: &'a Sink,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -113,7 +113,7 @@ impl Write for Line {
     }
 }
 
-impl Drop for Line {
+impl Drop for Line<'_> {
     fn drop(&mut self) {
         if self.bytes.is_empty() {
             return;
@@ -127,10 +127,10 @@ impl Drop for Line {
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
-    type Writer = Line;
+    type Writer = Line<'a>;
 
-    fn make_writer(&'a self) -> Line {
-        Line { bytes: Vec::with_capacity(1024), sink: self.clone() }
+    fn make_writer(&'a self) -> Line<'a> {
+        Line { bytes: Vec::with_capacity(1024), sink: self }
     }
 }
 

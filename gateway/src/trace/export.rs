@@ -1,6 +1,7 @@
-//! The exporter: one task on the control runtime takes spans from the queue, gathers them into
-//! batches (up to [`MAX_BATCH`] spans, or what arrived within [`DELAY`] of the first) and POSTs
-//! each batch to the OTLP/HTTP endpoint. A batch the collector refuses with 429, 502, 503 or 504
+//! The exporter: one task on the control runtime looks at the queue every [`PACE`] and POSTs
+//! what is waiting to the OTLP/HTTP endpoint, in batches of up to [`MAX_BATCH`] spans. It only
+//! ever `try_recv`s, so a serving thread that queues a span never wakes it (a wake per request
+//! would cost every request a system call). A batch the collector refuses with 429, 502, 503 or 504
 //! (or that cannot reach it) is tried again twice, after 1 s and 2 s; then it is dropped and
 //! counted. Failures are logged once when they start and once when export works again, not per
 //! batch. At shutdown the queue is drained and sent within the time given.
@@ -19,8 +20,8 @@ use super::{Config, Counts, Protocol};
 
 /// The most spans in one export request.
 pub const MAX_BATCH: usize = 512;
-/// How long the first span of a batch waits for others.
-const DELAY: Duration = Duration::from_secs(1);
+/// How often the queue is looked at.
+const PACE: Duration = Duration::from_millis(200);
 /// How long one export request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits before the second and third attempt of a batch.
@@ -41,10 +42,11 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Runs until stopped (then drains the queue and answers the stop) or until every sender
-    /// is gone.
+    /// Runs until stopped; then drains the queue and answers the stop.
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut pace = tokio::time::interval(PACE);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -61,22 +63,22 @@ impl Exporter {
                     }
                     return;
                 }
-                span = self.queue.recv() => match span {
-                    Some(span) => batch.push(span),
-                    None => return,
-                },
+                _ = pace.tick() => {}
             }
-            let deadline = tokio::time::Instant::now() + DELAY;
-            while batch.len() < MAX_BATCH {
-                tokio::select! {
-                    span = self.queue.recv() => match span {
-                        Some(span) => batch.push(span),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
+            loop {
+                while batch.len() < MAX_BATCH {
+                    let Ok(span) = self.queue.try_recv() else { break };
+                    batch.push(span);
+                }
+                let full = batch.len() == MAX_BATCH;
+                if batch.is_empty() {
+                    break;
+                }
+                self.export(&mut batch).await;
+                if !full {
+                    break;
                 }
             }
-            self.export(&mut batch).await;
         }
     }
 
