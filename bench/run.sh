@@ -344,14 +344,32 @@ done
 # ---------------------------------------------------------------------------------------------
 # The runs.
 # ---------------------------------------------------------------------------------------------
-declare -A RPS P50 P99
+declare -A RPS P50 P99 CPU
 FAILURES=()
+declare -A SERVER_PID=([direct]=$MOCK_PID [nginx]=$NGINX_PID [uprox]=$GATEWAY_PID)
+
+# CPU time (user + system, clock ticks) of a server process and its children (nginx's workers):
+# the work each request costs the proxy, which wall-clock throughput on a noisy shared machine
+# shows only roughly.
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        [[ -r /proc/$pid/stat ]] || continue
+        # Fields after the command (which may hold spaces): utime and stime are 14 and 15.
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat")
+        total=$((total + $(awk '{ print $12 + $13 }' <<<"$fields")))
+    done
+    echo "$total"
+}
+TICKS_PER_SECOND=$(getconf CLK_TCK)
 
 run_one() {
     local target=$1 mode=$2 conns=$3 threads=2
     ((conns == 1)) && threads=1
     local out="$WORK/wrk-$target-$mode-$conns.txt"
     log "wrk $target $mode c=$conns t=$threads d=$DURATION"
+    local ticks_before
+    ticks_before=$(cpu_ticks "${SERVER_PID[$target]}")
     timeout --kill-after=10 "$(($(duration_seconds "$DURATION") + 60))" \
         wrk -t"$threads" -c"$conns" -d"$DURATION" --latency -s "$WORK/$mode.lua" \
         "http://${ADDR[$target]}/v1/chat/completions" >"$out" 2>&1 ||
@@ -362,6 +380,9 @@ run_one() {
     local kv
     for kv in ${line#BENCH_RESULT }; do r[${kv%%=*}]=${kv#*=}; done
     local key="$target/$mode/$conns"
+    local ticks=$(($(cpu_ticks "${SERVER_PID[$target]}") - ticks_before))
+    CPU[$key]=$(awk -v t="$ticks" -v hz="$TICKS_PER_SECOND" -v n="${r[requests]}" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "n/a" }')
     RPS[$key]=${r[rps]}
     P50[$key]=${r[p50_us]}
     P99[$key]=${r[p99_us]}
@@ -413,10 +434,11 @@ TABLE="$WORK/table.txt"
     echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet 2>/dev/null || echo ' (dirty)')," \
         "duration $DURATION per run, model $MODEL, cache ${BENCH_CACHE:-off}, $(nproc) cores," \
         "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
-    echo "uprox/nginx and uprox/direct: throughput ratios; +p50: latency uprox adds at the median"
+    echo "uprox/nginx and uprox/direct: throughput ratios; +p50: latency uprox adds at the median;"
+    echo "cpu us/req: CPU time (user + system) the target's server process spent per request"
     echo
-    printf '%-7s %-5s %5s %11s %9s %9s %12s %13s %15s %16s\n' \
-        target mode conns 'req/s' 'p50 ms' 'p99 ms' 'uprox/nginx' 'uprox/direct' '+p50 vs nginx' '+p50 vs direct'
+    printf '%-7s %-5s %5s %11s %9s %9s %11s %12s %13s %15s %16s\n' \
+        target mode conns 'req/s' 'p50 ms' 'p99 ms' 'cpu us/req' 'uprox/nginx' 'uprox/direct' '+p50 vs nginx' '+p50 vs direct'
     for mode in "${MODES[@]}"; do
         for conns in "${CONNS[@]}"; do
             for target in "${TARGETS[@]}"; do
@@ -430,8 +452,9 @@ TABLE="$WORK/table.txt"
                         "$(added_ms "${P50[$key]}" "${P50[direct/$mode/$conns]:-}")"
                     )
                 fi
-                printf '%-7s %-5s %5s %11.1f %9s %9s %12s %13s %15s %16s\n' \
-                    "$target" "$mode" "$conns" "${RPS[$key]}" "$(ms "${P50[$key]}")" "$(ms "${P99[$key]}")" "${extra[@]}"
+                printf '%-7s %-5s %5s %11.1f %9s %9s %11s %12s %13s %15s %16s\n' \
+                    "$target" "$mode" "$conns" "${RPS[$key]}" "$(ms "${P50[$key]}")" "$(ms "${P99[$key]}")" \
+                    "${CPU[$key]}" "${extra[@]}"
             done
         done
     done

@@ -15,6 +15,7 @@
 //! counted (`uprox_trace_spans_total{result="dropped"}`), never a request delayed. One task on
 //! the control runtime sends them in batches ([`export`]).
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -30,7 +31,7 @@ pub mod otlp;
 
 pub use config::{Config, Options, Protocol};
 pub use ids::Ids;
-use otlp::{Kind, Span, Value};
+use otlp::{Head, Kind, SpanWriter};
 
 /// The W3C Trace Context header.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -53,7 +54,8 @@ pub struct Counts {
 /// The request tracer: ids for requests, spans to the exporter.
 #[derive(Debug)]
 pub struct Tracer {
-    queue: mpsc::Sender<Span>,
+    queue: mpsc::Sender<Vec<u8>>,
+    protocol: Protocol,
     /// New traces are kept when the low 56 bits of their id are below this.
     threshold: u64,
     /// What became of the spans.
@@ -73,6 +75,7 @@ impl Tracer {
         let (stop, stopped) = oneshot::channel();
         let counts = Arc::new(Counts::default());
         let threshold = (config.sample_ratio * (1u64 << 56) as f64) as u64;
+        let protocol = config.protocol;
         tracing::info!(endpoint = %config.endpoint, protocol = ?config.protocol, ratio = config.sample_ratio, "exporting request spans over OTLP");
         let exporter = export::Exporter {
             client: crate::upstream::client(Duration::from_secs(10), Duration::from_secs(90)),
@@ -83,7 +86,7 @@ impl Tracer {
             failing: false,
         };
         runtime.spawn(exporter.run());
-        Some(Tracer { queue, threshold, counts, stop: Mutex::new(Some(stop)) })
+        Some(Tracer { queue, protocol, threshold, counts, stop: Mutex::new(Some(stop)) })
     }
 
     /// The ids of a request with these headers.
@@ -97,7 +100,7 @@ impl Tracer {
     }
 
     /// Queues a finished span; drops it when the queue is full.
-    pub fn record(&self, span: Span) {
+    fn record(&self, span: Vec<u8>) {
         if self.queue.try_send(span).is_err() {
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -130,6 +133,7 @@ impl Tracer {
 
     /// The spans of a finished request: its SERVER span, and the CLIENT span of its upstream
     /// call when `upstream` (Unix nanoseconds, first attempt to last answer) says there was one.
+    /// Each is encoded here, straight into the one buffer that is queued.
     pub fn finish(&self, ids: &Ids, facts: &crate::audit::Facts<'_>, upstream: Option<(u64, u64)>) {
         if !ids.sampled {
             return;
@@ -153,105 +157,110 @@ impl Tracer {
             ProviderType::Anthropic => "anthropic",
             other => other.as_str(),
         });
-        let mut common = Vec::with_capacity(8);
-        let text = |s: &str| Value::Str(s.to_owned());
-        if let Some(op) = operation {
-            common.push(("gen_ai.operation.name", text(op)));
-        }
-        if let Some(system) = system {
-            common.push(("gen_ai.provider.name", text(system)));
-        }
-        if !facts.requested_model.is_empty() {
-            common.push(("gen_ai.request.model", text(facts.requested_model)));
-        }
-        if let Some(p) = facts.provider {
-            common.push(("uprox.provider", text(&p.name)));
-            if !facts.key.is_empty() {
-                common.push(("uprox.key", text(facts.key)));
+        // What both spans say.
+        let common = |w: &mut SpanWriter| {
+            if let Some(op) = operation {
+                w.str("gen_ai.operation.name", op);
             }
+            if let Some(system) = system {
+                w.str("gen_ai.provider.name", system);
+            }
+            if !facts.requested_model.is_empty() {
+                w.str("gen_ai.request.model", facts.requested_model);
+            }
+            if let Some(p) = facts.provider {
+                w.str("uprox.provider", &p.name);
+                if !facts.key.is_empty() {
+                    w.str("uprox.key", facts.key);
+                }
+            }
+            w.int("uprox.retries", i64::from(facts.retries));
+        };
+        if let Some((up_start, up_end)) = upstream {
+            let head = Head {
+                trace: &ids.trace,
+                id: &ids.upstream,
+                parent: Some(&ids.span),
+                remote_parent: false,
+                name: &name,
+                kind: Kind::Client,
+                start_ns: up_start,
+                end_ns: up_end.max(up_start),
+            };
+            let mut w = SpanWriter::new(self.protocol, &head);
+            common(&mut w);
+            if let Some(host) =
+                facts.provider.and_then(|p| p.chat_url.as_ref().or(p.models_url.as_ref())).and_then(Uri::host)
+            {
+                w.str("server.address", host);
+            }
+            let failed = request.error.and_then(|code| crate::audit::upstream_class(code, request.status));
+            if let Some(class) = failed {
+                w.str("error.type", class);
+            }
+            // Client spans fail on any upstream error (HTTP conventions).
+            self.record(w.finish(failed));
         }
-        let mut attributes = common.clone();
+        let head = Head {
+            trace: &ids.trace,
+            id: &ids.span,
+            parent: ids.parent.as_ref(),
+            remote_parent: ids.parent.is_some(),
+            name: &name,
+            kind: Kind::Server,
+            start_ns,
+            end_ns,
+        };
+        let mut w = SpanWriter::new(self.protocol, &head);
+        common(&mut w);
         if !facts.served_model.is_empty() {
-            attributes.push(("gen_ai.response.model", text(facts.served_model)));
+            w.str("gen_ai.response.model", facts.served_model);
         }
         if let Some(made) = facts.made {
-            attributes.push(("gen_ai.usage.input_tokens", Value::Int(made.usage.prompt_tokens() as i64)));
-            attributes.push(("gen_ai.usage.output_tokens", Value::Int(made.usage.output as i64)));
-            attributes.push(("uprox.usage.cached_tokens", Value::Int(made.usage.cache_read as i64)));
-            attributes.push(("uprox.usage.estimated", Value::Bool(made.estimated)));
-            attributes.push(("uprox.cost_usd", Value::Double(usd(made.cost_pico_usd))));
+            w.int("gen_ai.usage.input_tokens", made.usage.prompt_tokens() as i64);
+            w.int("gen_ai.usage.output_tokens", made.usage.output as i64);
+            w.int("uprox.usage.cached_tokens", made.usage.cache_read as i64);
+            w.bool("uprox.usage.estimated", made.estimated);
+            w.double("uprox.cost_usd", usd(made.cost_pico_usd));
         }
-        attributes.push(("http.request.method", text(request.method.as_str())));
-        attributes.push(("http.response.status_code", Value::Int(i64::from(request.status.as_u16()))));
+        w.str("http.request.method", request.method.as_str());
+        w.int("http.response.status_code", i64::from(request.status.as_u16()));
         if let Some(code) = request.error {
-            attributes.push(("error.type", text(code)));
+            w.str("error.type", code);
         }
         if let Some(client) = request.client {
-            attributes.push(("client.address", Value::Str(client.ip().to_string())));
+            let mut text = [0u8; 48];
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            if write!(cursor, "{}", client.ip()).is_ok() {
+                let len = cursor.position() as usize;
+                w.str("client.address", std::str::from_utf8(&text[..len]).unwrap_or(""));
+            }
         }
         if let Some(agent) = request.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
-            attributes.push(("user_agent.original", text(agent)));
+            w.str("user_agent.original", agent);
         }
-        attributes.push(("uprox.request_id", text(request.request_id.to_str().unwrap_or(""))));
-        attributes.push(("uprox.endpoint", text(request.endpoint)));
+        w.str("uprox.request_id", request.request_id.to_str().unwrap_or(""));
+        w.str("uprox.endpoint", request.endpoint);
         for (key, value) in
             [("uprox.namespace", facts.namespace), ("uprox.service", facts.service), ("uprox.token", facts.token)]
         {
             if !value.is_empty() {
-                attributes.push((key, text(value)));
+                w.str(key, value);
             }
         }
         if !facts.cache.is_empty() {
-            attributes.push(("uprox.cache", text(facts.cache)));
+            w.str("uprox.cache", facts.cache);
         }
         if facts.saved_pico_usd > 0 {
-            attributes.push(("uprox.saved_usd", Value::Double(usd(facts.saved_pico_usd))));
+            w.double("uprox.saved_usd", usd(facts.saved_pico_usd));
         }
-        attributes.push(("uprox.retries", Value::Int(i64::from(facts.retries))));
-        attributes.push(("uprox.completed", Value::Bool(facts.completed)));
+        w.bool("uprox.completed", facts.completed);
         if let Some(first) = facts.first_byte {
-            attributes.push(("uprox.time_to_first_byte_ms", Value::Double(first.as_secs_f64() * 1000.0)));
+            w.double("uprox.time_to_first_byte_ms", first.as_secs_f64() * 1000.0);
         }
         // Server spans fail on 5xx; a 4xx is the client's mistake (HTTP conventions).
-        let error = request.status.is_server_error().then(|| request.error.unwrap_or("upstream_error").to_owned());
-        if let Some((up_start, up_end)) = upstream {
-            let mut client = common;
-            if let Some(host) =
-                facts.provider.and_then(|p| p.chat_url.as_ref().or(p.models_url.as_ref())).and_then(Uri::host)
-            {
-                client.push(("server.address", text(host)));
-            }
-            client.push(("uprox.retries", Value::Int(i64::from(facts.retries))));
-            let failed = request.error.and_then(|code| crate::audit::upstream_class(code, request.status));
-            if let Some(class) = failed {
-                client.push(("error.type", text(class)));
-            }
-            self.record(Span {
-                trace: ids.trace,
-                id: ids.upstream,
-                parent: Some(ids.span),
-                remote_parent: false,
-                name: name.clone(),
-                kind: Kind::Client,
-                start_ns: up_start,
-                end_ns: up_end.max(up_start),
-                attributes: client,
-                // Client spans fail on any upstream error (HTTP conventions).
-                error: failed.map(str::to_owned),
-            });
-        }
-        self.record(Span {
-            trace: ids.trace,
-            id: ids.span,
-            parent: ids.parent,
-            remote_parent: ids.parent.is_some(),
-            name,
-            kind: Kind::Server,
-            start_ns,
-            end_ns,
-            attributes,
-            error,
-        });
+        let error = request.status.is_server_error().then(|| request.error.unwrap_or("upstream_error"));
+        self.record(w.finish(error));
     }
 }
 

@@ -93,6 +93,9 @@ fn run(queue: Receiver<Vec<u8>>, out: impl Write, counts: &Counts) {
         }
         let _ = out.flush();
         counts.written.fetch_add(batch, Ordering::Release);
+        // The next look after a pause: looking again at once would write (and make a system
+        // call for) every line or two as they trickle in, and keep a core busy doing it.
+        std::thread::sleep(PACE);
     }
 }
 

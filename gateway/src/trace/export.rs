@@ -15,8 +15,8 @@ use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use tokio::sync::{mpsc, oneshot};
 
-use super::otlp::{self, Span};
-use super::{Config, Counts, Protocol};
+use super::otlp;
+use super::{Config, Counts};
 
 /// The most spans in one export request.
 pub const MAX_BATCH: usize = 512;
@@ -30,7 +30,7 @@ const BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
 /// The exporting task's state.
 pub struct Exporter {
     pub(super) config: Config,
-    pub(super) queue: mpsc::Receiver<Span>,
+    pub(super) queue: mpsc::Receiver<Vec<u8>>,
     pub(super) stop: oneshot::Receiver<oneshot::Sender<()>>,
     pub(super) counts: Arc<Counts>,
     pub(super) client: hyper_util::client::legacy::Client<
@@ -83,7 +83,7 @@ impl Exporter {
     }
 
     /// Sends `batch` (emptying it), retrying as the module says.
-    async fn export(&mut self, batch: &mut Vec<Span>) {
+    async fn export(&mut self, batch: &mut Vec<Vec<u8>>) {
         let body = self.encode(batch);
         let count = batch.len() as u64;
         batch.clear();
@@ -101,7 +101,7 @@ impl Exporter {
     }
 
     /// Sends `batch` once (at shutdown: no time for retries).
-    async fn export_once(&mut self, batch: &mut Vec<Span>) {
+    async fn export_once(&mut self, batch: &mut Vec<Vec<u8>>) {
         if batch.is_empty() {
             return;
         }
@@ -112,11 +112,8 @@ impl Exporter {
         self.settle(outcome, count);
     }
 
-    fn encode(&self, batch: &[Span]) -> Bytes {
-        Bytes::from(match self.config.protocol {
-            Protocol::Protobuf => otlp::protobuf(&self.config.resource, batch),
-            Protocol::Json => otlp::json(&self.config.resource, batch),
-        })
+    fn encode(&self, batch: &[Vec<u8>]) -> Bytes {
+        Bytes::from(otlp::request(self.config.protocol, &self.config.resource, batch))
     }
 
     fn settle(&mut self, outcome: Result<(), Failure>, count: u64) {

@@ -1,35 +1,16 @@
-//! Spans as OTLP `ExportTraceServiceRequest` messages, in the two encodings of OTLP/HTTP:
-//! binary protobuf (`application/x-protobuf`, the default of OpenTelemetry exporters) and
-//! protobuf's JSON mapping (`application/json`: ids in hex, 64-bit integers as strings, enums
-//! as numbers). Written by hand for the few messages a trace export uses, so no protobuf
-//! toolchain is needed to build.
+//! Spans encoded for OTLP/HTTP, in its two encodings: binary protobuf (`application/x-protobuf`,
+//! the default of OpenTelemetry exporters) and protobuf's JSON mapping (`application/json`: ids
+//! in hex, 64-bit integers as strings, enums as numbers). Written by hand for the few messages
+//! a trace export uses, so no protobuf toolchain is needed to build.
+//!
+//! A span is encoded once, on the thread that finished its request, straight into one buffer
+//! ([`SpanWriter`]: no attribute list, no intermediate strings); the exporter frames the
+//! encoded spans into an `ExportTraceServiceRequest` ([`request`]) without re-encoding them.
 
-use serde_json::{Value as Json, json};
+use std::io::Write as _;
 
-/// One finished span.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Span {
-    /// Its trace.
-    pub trace: [u8; 16],
-    /// Its id.
-    pub id: [u8; 8],
-    /// Its parent, if any.
-    pub parent: Option<[u8; 8]>,
-    /// Whether the parent is another process's (the caller's).
-    pub remote_parent: bool,
-    /// Its name.
-    pub name: String,
-    /// Server or client.
-    pub kind: Kind,
-    /// Start, Unix nanoseconds.
-    pub start_ns: u64,
-    /// End, Unix nanoseconds.
-    pub end_ns: u64,
-    /// Attributes.
-    pub attributes: Vec<(&'static str, Value)>,
-    /// Set when the span failed: the status description.
-    pub error: Option<String>,
-}
+use super::Protocol;
+use super::ids::write_hex;
 
 /// The kind of a span (OTLP `SpanKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,20 +21,28 @@ pub enum Kind {
     Client = 3,
 }
 
-/// An attribute value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// A string.
-    Str(String),
-    /// An integer.
-    Int(i64),
-    /// A float.
-    Double(f64),
-    /// A boolean.
-    Bool(bool),
+/// What every span has.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// Its trace.
+    pub trace: &'a [u8; 16],
+    /// Its id.
+    pub id: &'a [u8; 8],
+    /// Its parent, if any.
+    pub parent: Option<&'a [u8; 8]>,
+    /// Whether the parent is another process's (the caller's).
+    pub remote_parent: bool,
+    /// Its name.
+    pub name: &'a str,
+    /// Server or client.
+    pub kind: Kind,
+    /// Start, Unix nanoseconds.
+    pub start_ns: u64,
+    /// End, Unix nanoseconds.
+    pub end_ns: u64,
 }
 
-/// Who exports: the resource's attributes (`service.name`, …) and the instrumentation scope.
+/// Who exports: the resource's attributes (`service.name`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
     /// Resource attributes.
@@ -64,78 +53,269 @@ pub struct Resource {
 const SCOPE: (&str, &str) = ("uprox-gateway", env!("CARGO_PKG_VERSION"));
 
 /// The span's `flags`: the W3C trace flags (sampled), and whether its parent is remote.
-fn flags(span: &Span) -> u32 {
+fn flags(remote_parent: bool) -> u32 {
     const SAMPLED: u32 = 0x1;
     const HAS_IS_REMOTE: u32 = 0x100;
     const IS_REMOTE: u32 = 0x200;
-    SAMPLED | HAS_IS_REMOTE | if span.remote_parent { IS_REMOTE } else { 0 }
+    SAMPLED | HAS_IS_REMOTE | if remote_parent { IS_REMOTE } else { 0 }
 }
 
-/// The request, protobuf-encoded.
-pub fn protobuf(resource: &Resource, spans: &[Span]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 * spans.len() + 256);
-    message(&mut out, 1, |rs| {
-        message(rs, 1, |r| {
+/// One span being encoded: its head, then attributes, then [`SpanWriter::finish`]. Protobuf
+/// gets the `Span` message's fields; JSON gets the span's object.
+pub struct SpanWriter {
+    out: Vec<u8>,
+    protocol: Protocol,
+    attributes: usize,
+}
+
+impl SpanWriter {
+    /// Starts a span.
+    pub fn new(protocol: Protocol, head: &Head<'_>) -> Self {
+        let mut w = SpanWriter { out: Vec::with_capacity(1024), protocol, attributes: 0 };
+        let out = &mut w.out;
+        match protocol {
+            Protocol::Protobuf => {
+                bytes(out, 1, head.trace);
+                bytes(out, 2, head.id);
+                if let Some(parent) = head.parent {
+                    bytes(out, 4, parent);
+                }
+                bytes(out, 5, head.name.as_bytes());
+                tag(out, 6, 0);
+                varint(out, head.kind as u64);
+                fixed64(out, 7, head.start_ns);
+                fixed64(out, 8, head.end_ns);
+                tag(out, 16, 5);
+                out.extend_from_slice(&flags(head.remote_parent).to_le_bytes());
+            }
+            Protocol::Json => {
+                out.extend_from_slice(b"{\"traceId\":\"");
+                hex(out, head.trace);
+                out.extend_from_slice(b"\",\"spanId\":\"");
+                hex(out, head.id);
+                if let Some(parent) = head.parent {
+                    out.extend_from_slice(b"\",\"parentSpanId\":\"");
+                    hex(out, parent);
+                }
+                out.extend_from_slice(b"\",\"name\":");
+                json_string(out, head.name);
+                let _ = write!(
+                    out,
+                    ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"flags\":{},\"attributes\":[",
+                    head.kind as u8,
+                    head.start_ns,
+                    head.end_ns,
+                    flags(head.remote_parent)
+                );
+            }
+        }
+        w
+    }
+
+    /// A string attribute.
+    pub fn str(&mut self, key: &str, value: &str) {
+        match self.protocol {
+            Protocol::Protobuf => {
+                // AnyValue { string_value = 1 }
+                let any = field_len(value.len());
+                key_value_head(&mut self.out, key, any);
+                bytes(&mut self.out, 1, value.as_bytes());
+            }
+            Protocol::Json => {
+                self.json_key(key);
+                self.out.extend_from_slice(b"{\"stringValue\":");
+                json_string(&mut self.out, value);
+                self.out.extend_from_slice(b"}}");
+            }
+        }
+    }
+
+    /// An integer attribute.
+    pub fn int(&mut self, key: &str, value: i64) {
+        match self.protocol {
+            Protocol::Protobuf => {
+                // AnyValue { int_value = 3 }, two's complement as protobuf encodes an int64.
+                let any = 1 + varint_len(value as u64);
+                key_value_head(&mut self.out, key, any);
+                tag(&mut self.out, 3, 0);
+                varint(&mut self.out, value as u64);
+            }
+            Protocol::Json => {
+                self.json_key(key);
+                let _ = write!(self.out, "{{\"intValue\":\"{value}\"}}}}");
+            }
+        }
+    }
+
+    /// A float attribute (finite: JSON has no NaN).
+    pub fn double(&mut self, key: &str, value: f64) {
+        match self.protocol {
+            Protocol::Protobuf => {
+                // AnyValue { double_value = 4 }
+                key_value_head(&mut self.out, key, 9);
+                fixed64(&mut self.out, 4, value.to_bits());
+            }
+            Protocol::Json => {
+                self.json_key(key);
+                let value = if value.is_finite() { value } else { 0.0 };
+                let _ = write!(self.out, "{{\"doubleValue\":{value}}}}}");
+            }
+        }
+    }
+
+    /// A boolean attribute.
+    pub fn bool(&mut self, key: &str, value: bool) {
+        match self.protocol {
+            Protocol::Protobuf => {
+                // AnyValue { bool_value = 2 }
+                key_value_head(&mut self.out, key, 2);
+                tag(&mut self.out, 2, 0);
+                varint(&mut self.out, u64::from(value));
+            }
+            Protocol::Json => {
+                self.json_key(key);
+                let _ = write!(self.out, "{{\"boolValue\":{value}}}}}");
+            }
+        }
+    }
+
+    /// `,{"key":…,"value":` (JSON).
+    fn json_key(&mut self, key: &str) {
+        if self.attributes > 0 {
+            self.out.push(b',');
+        }
+        self.attributes += 1;
+        self.out.extend_from_slice(b"{\"key\":");
+        json_string(&mut self.out, key);
+        self.out.extend_from_slice(b",\"value\":");
+    }
+
+    /// The encoded span; `error` sets its status to ERROR with that description.
+    pub fn finish(mut self, error: Option<&str>) -> Vec<u8> {
+        match self.protocol {
+            Protocol::Protobuf => {
+                if let Some(description) = error {
+                    // Status { message = 2, code = 3 (2: ERROR) }
+                    tag(&mut self.out, 15, 2);
+                    varint(&mut self.out, (field_len(description.len()) + 2) as u64);
+                    bytes(&mut self.out, 2, description.as_bytes());
+                    tag(&mut self.out, 3, 0);
+                    varint(&mut self.out, 2);
+                }
+            }
+            Protocol::Json => {
+                self.out.push(b']');
+                if let Some(description) = error {
+                    self.out.extend_from_slice(b",\"status\":{\"code\":2,\"message\":");
+                    json_string(&mut self.out, description);
+                    self.out.push(b'}');
+                }
+                self.out.push(b'}');
+            }
+        }
+        self.out
+    }
+}
+
+/// An `ExportTraceServiceRequest` of encoded `spans` (from [`SpanWriter`]s of `protocol`).
+pub fn request(protocol: Protocol, resource: &Resource, spans: &[Vec<u8>]) -> Vec<u8> {
+    let size: usize = spans.iter().map(|s| s.len() + 8).sum();
+    let mut out = Vec::with_capacity(size + 512);
+    match protocol {
+        Protocol::Protobuf => {
+            // ResourceSpans { resource = 1, scope_spans = 2 }
+            let mut head = Vec::with_capacity(256);
+            let mut r = Vec::new();
             for (key, value) in &resource.attributes {
-                key_value(r, 1, key, &Value::Str(value.clone()));
+                // Resource { attributes = 1 }
+                let any = field_len(value.len());
+                tag(&mut r, 1, 2);
+                varint(&mut r, key_value_len(key, any) as u64);
+                key_value_body_head(&mut r, key, any);
+                bytes(&mut r, 1, value.as_bytes());
             }
-        });
-        message(rs, 2, |ss| {
-            message(ss, 1, |scope| {
-                string(scope, 1, SCOPE.0);
-                string(scope, 2, SCOPE.1);
-            });
+            bytes(&mut head, 1, &r);
+            // ScopeSpans { scope = 1, spans = 2 }
+            let mut scope = Vec::new();
+            bytes(&mut scope, 1, SCOPE.0.as_bytes());
+            bytes(&mut scope, 2, SCOPE.1.as_bytes());
+            let mut scope_field = Vec::new();
+            bytes(&mut scope_field, 1, &scope);
+            let spans_len: usize = spans.iter().map(|s| field_len(s.len())).sum();
+            let scope_spans_len = scope_field.len() + spans_len;
+            // ExportTraceServiceRequest { resource_spans = 1 }
+            let resource_spans_len = head.len() + field_len(scope_spans_len);
+            tag(&mut out, 1, 2);
+            varint(&mut out, resource_spans_len as u64);
+            out.extend_from_slice(&head);
+            tag(&mut out, 2, 2);
+            varint(&mut out, scope_spans_len as u64);
+            out.extend_from_slice(&scope_field);
             for span in spans {
-                message(ss, 2, |s| span_message(s, span));
+                bytes(&mut out, 2, span);
             }
-        });
-    });
+        }
+        Protocol::Json => {
+            out.extend_from_slice(b"{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+            for (i, (key, value)) in resource.attributes.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"key\":");
+                json_string(&mut out, key);
+                out.extend_from_slice(b",\"value\":{\"stringValue\":");
+                json_string(&mut out, value);
+                out.extend_from_slice(b"}}");
+            }
+            out.extend_from_slice(b"]},\"scopeSpans\":[{\"scope\":{\"name\":");
+            json_string(&mut out, SCOPE.0);
+            out.extend_from_slice(b",\"version\":");
+            json_string(&mut out, SCOPE.1);
+            out.extend_from_slice(b"},\"spans\":[");
+            for (i, span) in spans.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(span);
+            }
+            out.extend_from_slice(b"]}]}]}");
+        }
+    }
     out
 }
 
-fn span_message(out: &mut Vec<u8>, span: &Span) {
-    bytes(out, 1, &span.trace);
-    bytes(out, 2, &span.id);
-    if let Some(parent) = &span.parent {
-        bytes(out, 4, parent);
-    }
-    string(out, 5, &span.name);
-    tag(out, 6, 0);
-    varint(out, span.kind as u64);
-    fixed64(out, 7, span.start_ns);
-    fixed64(out, 8, span.end_ns);
-    for (key, value) in &span.attributes {
-        key_value(out, 9, key, value);
-    }
-    if let Some(description) = &span.error {
-        message(out, 15, |status| {
-            string(status, 2, description);
-            tag(status, 3, 0);
-            varint(status, 2);
-        });
-    }
-    tag(out, 16, 5);
-    out.extend_from_slice(&flags(span).to_le_bytes());
+/// A `KeyValue` as a repeated field (9 of `Span`), up to its value's own content: tag, length,
+/// key, and the value's tag and length. `any` is the `AnyValue`'s encoded length.
+fn key_value_head(out: &mut Vec<u8>, key: &str, any: usize) {
+    tag(out, 9, 2);
+    varint(out, key_value_len(key, any) as u64);
+    key_value_body_head(out, key, any);
 }
 
-/// An attribute (`KeyValue`) as field `field`: 1 of `Resource`, 9 of `Span`.
-fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    message(out, field, |kv| {
-        string(kv, 1, key);
-        message(kv, 2, |any| match value {
-            Value::Str(s) => string(any, 1, s),
-            Value::Bool(b) => {
-                tag(any, 2, 0);
-                varint(any, u64::from(*b));
-            }
-            Value::Int(i) => {
-                tag(any, 3, 0);
-                // Two's complement, as protobuf encodes an int64.
-                varint(any, *i as u64);
-            }
-            Value::Double(d) => fixed64(any, 4, d.to_bits()),
-        });
-    });
+/// A `KeyValue`'s content up to its value's content.
+fn key_value_body_head(out: &mut Vec<u8>, key: &str, any: usize) {
+    bytes(out, 1, key.as_bytes());
+    tag(out, 2, 2);
+    varint(out, any as u64);
+}
+
+/// The encoded length of a `KeyValue`'s content.
+fn key_value_len(key: &str, any: usize) -> usize {
+    field_len(key.len()) + field_len(any)
+}
+
+/// The length of a length-delimited field (tag below 16) with `len` bytes of content.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn varint_len(mut value: u64) -> usize {
+    let mut n = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        n += 1;
+    }
+    n
 }
 
 fn tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
@@ -156,92 +336,54 @@ fn bytes(out: &mut Vec<u8>, field: u32, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-fn string(out: &mut Vec<u8>, field: u32, text: &str) {
-    bytes(out, field, text.as_bytes());
-}
-
 fn fixed64(out: &mut Vec<u8>, field: u32, value: u64) {
     tag(out, field, 1);
     out.extend_from_slice(&value.to_le_bytes());
 }
 
-/// A nested message, written by `write`, as field `field` (length-delimited).
-fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    write(&mut inner);
-    bytes(out, field, &inner);
+fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    let at = out.len();
+    out.resize(at + bytes.len() * 2, 0);
+    write_hex(&mut out[at..], bytes);
 }
 
-/// The request in protobuf's JSON mapping.
-pub fn json(resource: &Resource, spans: &[Span]) -> Vec<u8> {
-    let resource_attributes: Vec<Json> =
-        resource.attributes.iter().map(|(k, v)| attribute_json(k, &Value::Str(v.clone()))).collect();
-    let spans: Vec<Json> = spans.iter().map(span_json).collect();
-    let request = json!({
-        "resourceSpans": [{
-            "resource": {"attributes": resource_attributes},
-            "scopeSpans": [{"scope": {"name": SCOPE.0, "version": SCOPE.1}, "spans": spans}],
-        }],
-    });
-    serde_json::to_vec(&request).unwrap_or_default()
-}
-
-fn span_json(span: &Span) -> Json {
-    let mut out = json!({
-        "traceId": super::ids::to_hex(&span.trace),
-        "spanId": super::ids::to_hex(&span.id),
-        "name": span.name,
-        "kind": span.kind as u8,
-        "startTimeUnixNano": span.start_ns.to_string(),
-        "endTimeUnixNano": span.end_ns.to_string(),
-        "attributes": span.attributes.iter().map(|(k, v)| attribute_json(k, v)).collect::<Vec<_>>(),
-        "flags": flags(span),
-    });
-    if let Some(parent) = &span.parent {
-        out["parentSpanId"] = Json::from(super::ids::to_hex(parent));
-    }
-    if let Some(description) = &span.error {
-        out["status"] = json!({"code": 2, "message": description});
-    }
-    out
-}
-
-fn attribute_json(key: &str, value: &Value) -> Json {
-    let value = match value {
-        Value::Str(s) => json!({"stringValue": s}),
-        Value::Bool(b) => json!({"boolValue": b}),
-        Value::Int(i) => json!({"intValue": i.to_string()}),
-        // JSON has no NaN or infinities; the gateway's numbers are finite.
-        Value::Double(d) => json!({"doubleValue": d}),
-    };
-    json!({"key": key, "value": value})
+/// `text` as a JSON string, escaped.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use serde_json::{Value as Json, json};
+
     use super::*;
 
-    fn span() -> Span {
-        Span {
-            trace: [0x4b; 16],
-            id: [0x01; 8],
-            parent: Some([0x02; 8]),
-            remote_parent: true,
-            name: "chat gpt-4o".to_owned(),
+    const TRACE: [u8; 16] = [0x4b; 16];
+    const ID: [u8; 8] = [0x01; 8];
+    const PARENT: [u8; 8] = [0x02; 8];
+
+    fn span(protocol: Protocol, remote: bool, error: Option<&str>) -> Vec<u8> {
+        let head = Head {
+            trace: &TRACE,
+            id: &ID,
+            parent: remote.then_some(&PARENT),
+            remote_parent: remote,
+            name: "chat gpt-4o",
             kind: Kind::Server,
             start_ns: 1_700_000_000_000_000_000,
             end_ns: 1_700_000_000_250_000_000,
-            attributes: vec![
-                ("gen_ai.request.model", Value::Str("gpt-4o".to_owned())),
-                ("http.response.status_code", Value::Int(502)),
-                ("uprox.cost_usd", Value::Double(0.25)),
-                ("uprox.completed", Value::Bool(false)),
-                ("uprox.negative", Value::Int(-1)),
-            ],
-            error: Some("upstream_unavailable".to_owned()),
-        }
+        };
+        let mut w = SpanWriter::new(protocol, &head);
+        w.str("gen_ai.request.model", "gpt-4o \"quoted\"");
+        w.int("http.response.status_code", 502);
+        w.double("uprox.cost_usd", 0.25);
+        w.bool("uprox.completed", false);
+        w.int("uprox.negative", -1);
+        w.str("uprox.long", &"x".repeat(300));
+        w.finish(error)
     }
 
     fn resource() -> Resource {
@@ -257,7 +399,8 @@ mod tests {
         Bytes(u32, Vec<u8>),
     }
 
-    /// A minimal wire-format reader, to check the encoder against the message definitions.
+    /// A minimal wire-format reader, to check the encoder against the message definitions; it
+    /// panics on anything malformed, lengths included.
     fn fields(mut data: &[u8]) -> Vec<Field> {
         fn varint(data: &mut &[u8]) -> u64 {
             let (mut value, mut shift) = (0u64, 0);
@@ -316,10 +459,12 @@ mod tests {
 
     #[test]
     fn protobuf_follows_the_trace_service_messages() {
-        let encoded = protobuf(&resource(), &[span(), span()]);
+        let spans =
+            [span(Protocol::Protobuf, true, Some("upstream_unavailable")), span(Protocol::Protobuf, false, None)];
+        let encoded = request(Protocol::Protobuf, &resource(), &spans);
         let request = fields(&encoded);
         let resource_spans = only_bytes(&request, 1);
-        assert_eq!(resource_spans.len(), 1);
+        assert_eq!((request.len(), resource_spans.len()), (1, 1));
         let rs = fields(&resource_spans[0]);
         let resource = fields(&only_bytes(&rs, 1)[0]);
         let attribute = fields(&only_bytes(&resource, 1)[0]);
@@ -328,52 +473,64 @@ mod tests {
         let scope_spans = fields(&only_bytes(&rs, 2)[0]);
         let scope = fields(&only_bytes(&scope_spans, 1)[0]);
         assert_eq!(scope[0], Field::Bytes(1, b"uprox-gateway".to_vec()));
-        let spans = only_bytes(&scope_spans, 2);
-        assert_eq!(spans.len(), 2);
-        let span = fields(&spans[0]);
-        assert!(span.contains(&Field::Bytes(1, vec![0x4b; 16])));
-        assert!(span.contains(&Field::Bytes(2, vec![0x01; 8])));
-        assert!(span.contains(&Field::Bytes(4, vec![0x02; 8])));
+        let encoded_spans = only_bytes(&scope_spans, 2);
+        assert_eq!(encoded_spans.len(), 2);
+        let span = fields(&encoded_spans[0]);
+        assert!(span.contains(&Field::Bytes(1, TRACE.to_vec())));
+        assert!(span.contains(&Field::Bytes(2, ID.to_vec())));
+        assert!(span.contains(&Field::Bytes(4, PARENT.to_vec())));
         assert!(span.contains(&Field::Bytes(5, b"chat gpt-4o".to_vec())));
         assert!(span.contains(&Field::Varint(6, 2)));
         assert!(span.contains(&Field::Fixed64(7, 1_700_000_000_000_000_000)));
         assert!(span.contains(&Field::Fixed64(8, 1_700_000_000_250_000_000)));
         assert!(span.contains(&Field::Fixed32(16, 0x301)));
-        let values: Vec<Vec<Field>> =
-            only_bytes(&span, 9).iter().map(|kv| fields(&only_bytes(&fields(kv), 2)[0])).collect();
-        assert_eq!(values[0], vec![Field::Bytes(1, b"gpt-4o".to_vec())]);
+        let key_values: Vec<Vec<Field>> = only_bytes(&span, 9).iter().map(|kv| fields(kv)).collect();
+        assert_eq!(key_values[0][0], Field::Bytes(1, b"gen_ai.request.model".to_vec()));
+        let values: Vec<Vec<Field>> = key_values.iter().map(|kv| fields(&only_bytes(kv, 2)[0])).collect();
+        assert_eq!(values[0], vec![Field::Bytes(1, b"gpt-4o \"quoted\"".to_vec())]);
         assert_eq!(values[1], vec![Field::Varint(3, 502)]);
         assert_eq!(values[2], vec![Field::Fixed64(4, 0.25f64.to_bits())]);
         assert_eq!(values[3], vec![Field::Varint(2, 0)]);
         assert_eq!(values[4], vec![Field::Varint(3, u64::MAX)], "int64 -1 is ten bytes of two's complement");
+        assert_eq!(values[5], vec![Field::Bytes(1, vec![b'x'; 300])], "a two-byte length");
         let status = fields(&only_bytes(&span, 15)[0]);
         assert_eq!(status, vec![Field::Bytes(2, b"upstream_unavailable".to_vec()), Field::Varint(3, 2)]);
+        let local = fields(&encoded_spans[1]);
+        assert!(only_bytes(&local, 4).is_empty() && only_bytes(&local, 15).is_empty());
+        assert!(local.contains(&Field::Fixed32(16, 0x101)));
     }
 
     #[test]
     fn json_uses_the_otlp_json_mapping() {
-        let encoded: Json = serde_json::from_slice(&json(&resource(), &[span()])).unwrap();
+        let spans = [span(Protocol::Json, true, Some("upstream_unavailable")), span(Protocol::Json, false, None)];
+        let encoded: Json = serde_json::from_slice(&request(Protocol::Json, &resource(), &spans)).unwrap();
         let rs = &encoded["resourceSpans"][0];
         assert_eq!(
             rs["resource"]["attributes"][0],
             json!({"key": "service.name", "value": {"stringValue": "uprox-gateway"}})
         );
-        assert_eq!(rs["scopeSpans"][0]["scope"]["name"], "uprox-gateway");
+        assert_eq!(
+            rs["scopeSpans"][0]["scope"],
+            json!({"name": "uprox-gateway", "version": env!("CARGO_PKG_VERSION")})
+        );
         let span = &rs["scopeSpans"][0]["spans"][0];
         assert_eq!(span["traceId"], "4b".repeat(16));
         assert_eq!(span["spanId"], "01".repeat(8));
         assert_eq!(span["parentSpanId"], "02".repeat(8));
+        assert_eq!(span["name"], "chat gpt-4o");
         assert_eq!(span["kind"], 2);
         assert_eq!(span["startTimeUnixNano"], "1700000000000000000");
         assert_eq!(span["flags"], 0x301);
+        assert_eq!(span["attributes"][0]["value"], json!({"stringValue": "gpt-4o \"quoted\""}));
         assert_eq!(span["attributes"][1]["value"], json!({"intValue": "502"}));
         assert_eq!(span["attributes"][2]["value"], json!({"doubleValue": 0.25}));
+        assert_eq!(span["attributes"][3]["value"], json!({"boolValue": false}));
+        assert_eq!(span["attributes"][4]["value"], json!({"intValue": "-1"}));
         assert_eq!(span["status"], json!({"code": 2, "message": "upstream_unavailable"}));
-        let mut local = self::span();
-        (local.parent, local.remote_parent, local.error) = (None, false, None);
-        let encoded: Json = serde_json::from_slice(&json(&resource(), &[local])).unwrap();
-        let span = &encoded["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
-        assert!(span.get("parentSpanId").is_none() && span.get("status").is_none());
-        assert_eq!(span["flags"], 0x101);
+        let local = &rs["scopeSpans"][0]["spans"][1];
+        assert!(local.get("parentSpanId").is_none() && local.get("status").is_none());
+        assert_eq!(local["flags"], 0x101);
+        let empty: Json = serde_json::from_slice(&request(Protocol::Json, &resource(), &[])).unwrap();
+        assert_eq!(empty["resourceSpans"][0]["scopeSpans"][0]["spans"], json!([]));
     }
 }
