@@ -11,36 +11,18 @@ use crate::metrics::expose::{counter, family, label};
 
 /// The metric families.
 pub fn families(spend: &Spend) -> Vec<MetricFamily> {
-    let mut cost = family(
-        "uprox_cost_usd_total",
-        "USD spent through this gateway process (exact, from the usage the provider reported).",
-        MetricType::COUNTER,
-    );
-    let mut requests = family(
-        "uprox_costed_requests_total",
-        "Requests whose cost this gateway process recorded.",
-        MetricType::COUNTER,
-    );
-    let mut unpriced = family(
-        "uprox_unpriced_requests_total",
-        "Requests to models without a price, costed at 0.",
-        MetricType::COUNTER,
-    );
-    let mut hits = family(
-        "uprox_cache_hits_total",
-        "Requests answered from the response cache (no upstream call, no cost).",
-        MetricType::COUNTER,
-    );
-    let mut misses = family(
-        "uprox_cache_misses_total",
-        "Requests the response cache could have answered but did not.",
-        MetricType::COUNTER,
-    );
-    let mut saved = family(
-        "uprox_cache_saved_usd_total",
-        "USD the response cache's hits would have cost upstream.",
-        MetricType::COUNTER,
-    );
+    let [mut cost, mut requests, mut unpriced, mut hits, mut misses, mut saved] = [
+        (
+            "uprox_cost_usd_total",
+            "USD spent through this gateway process (exact, from the usage the provider reported).",
+        ),
+        ("uprox_costed_requests_total", "Requests whose cost this gateway process recorded."),
+        ("uprox_unpriced_requests_total", "Requests to models without a price, costed at 0."),
+        ("uprox_cache_hits_total", "Requests answered from the response cache (no upstream call, no cost)."),
+        ("uprox_cache_misses_total", "Requests the response cache could have answered but did not."),
+        ("uprox_cache_saved_usd_total", "USD the response cache's hits would have cost upstream."),
+    ]
+    .map(|(name, help)| family(name, help, MetricType::COUNTER));
     let mut meters = spend.all();
     meters.sort_by(|a, b| a.key.cmp(&b.key));
     for meter in meters {
