@@ -105,10 +105,14 @@ impl Gateway {
     }
 
     /// Swaps in a new snapshot. In-flight requests keep the one they started with. Rate limiters
-    /// of unchanged limits carry over from the previous snapshot.
+    /// of unchanged limits and cool-downs of unchanged provider keys carry over from the
+    /// previous snapshot.
     pub fn install(&self, mut snapshot: Snapshot) {
         snapshot.attach_limits(&self.limits);
         snapshot.attach_spend(&self.spend);
+        if let Some(previous) = self.snapshot.load_full() {
+            snapshot.carry_cooldowns(&previous);
+        }
         self.snapshot.store(Some(Arc::new(snapshot)));
         self.metrics.installed();
     }

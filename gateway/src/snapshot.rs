@@ -91,8 +91,8 @@ pub struct KeyEntry {
     /// the provider's URLs when this key is used.
     pub endpoint: Option<(Scheme, Authority)>,
     /// Unix milliseconds until which the key is skipped after a failure (0: healthy). Runtime
-    /// state: a config reload builds fresh entries, so a reload forgets cool-downs.
-    cooldown_until_ms: AtomicU64,
+    /// state, shared with the same key of the next snapshot (see [`Snapshot::carry_cooldowns`]).
+    cooldown_until_ms: Arc<AtomicU64>,
 }
 
 impl KeyEntry {
@@ -341,6 +341,25 @@ impl Snapshot {
         resolver.finish();
     }
 
+    /// Shares the cool-downs of `previous`'s keys with this snapshot's: a key of the same
+    /// Provider with the same label, value and endpoint keeps cooling down after a reload (and
+    /// a failure seen by a request still on `previous` counts here too). A changed key — a
+    /// rotated secret, say — starts healthy.
+    pub fn carry_cooldowns(&mut self, previous: &Snapshot) {
+        let before: HashMap<&str, &ProviderEntry> = previous.providers.iter().map(|p| (&*p.name, p)).collect();
+        for provider in &mut self.providers {
+            let Some(old) = before.get(&*provider.name) else { continue };
+            for key in &mut provider.keys {
+                let same = old.keys.iter().find(|k| {
+                    k.label == key.label && k.auth == key.auth && k.header == key.header && k.endpoint == key.endpoint
+                });
+                if let Some(same) = same {
+                    key.cooldown_until_ms = same.cooldown_until_ms.clone();
+                }
+            }
+        }
+    }
+
     /// The token with this digest.
     pub fn token(&self, digest: &[u8; 32]) -> Option<&TokenEntry> {
         self.tokens.get(digest)
@@ -411,7 +430,7 @@ fn build_provider(config: &ProviderConfig, material: &KeyMaterial) -> Result<Pro
                 }
             }
         };
-        keys.push(KeyEntry { label: key.label.clone(), header, auth, endpoint, cooldown_until_ms: AtomicU64::new(0) });
+        keys.push(KeyEntry { label: key.label.clone(), header, auth, endpoint, cooldown_until_ms: Arc::default() });
     }
     let url = |suffix: &str| -> Result<Option<Uri>, SnapshotError> {
         let text = format!("{}/{suffix}", config.base_url.trim_end_matches('/'));

@@ -152,3 +152,34 @@ async fn client_errors_do_not_fail_over() {
     assert_eq!(h.chat(CHAT).await.status(), 400);
     assert_eq!(keys_seen(&upstream).len(), 1, "a bad request is bad with every key");
 }
+
+/// Writes `yaml` as the harness's config and waits until the gateway serves it.
+async fn reload(h: &Harness, yaml: &str) {
+    let before = h.gateway.snapshot().unwrap();
+    std::fs::write(h.config_file(), yaml).unwrap();
+    let swapped = common::eventually(std::time::Duration::from_secs(10), || async {
+        !Arc::ptr_eq(&h.gateway.snapshot().unwrap(), &before)
+    })
+    .await;
+    assert!(swapped, "the edit was not loaded");
+}
+
+#[tokio::test]
+async fn cool_downs_survive_a_reload_unless_the_key_changed() {
+    let upstream = upstream(|key| if key == "sk-primary" { 429 } else { 200 }).await;
+    let yaml = manifests(&upstream.base_url());
+    let h = Harness::start(&yaml).await;
+    assert_eq!(h.chat(CHAT).await.status(), 200);
+    assert_eq!(keys_seen(&upstream), ["Bearer sk-primary", "Bearer sk-backup"]);
+
+    // An unrelated edit (one more Service): the primary key keeps cooling down.
+    let more = yaml.clone() + &common::identity_of("other", "{}", "", common::TOKEN2);
+    reload(&h, &more).await;
+    assert_eq!(h.chat(CHAT).await.status(), 200);
+    assert_eq!(keys_seen(&upstream)[2..], ["Bearer sk-backup"], "still skipped after the reload");
+
+    // The primary key's secret replaced: a new key, tried at once.
+    reload(&h, &more.replace("primary: sk-primary", "primary: sk-primary-new")).await;
+    assert_eq!(h.chat(CHAT).await.status(), 200);
+    assert_eq!(keys_seen(&upstream)[3..], ["Bearer sk-primary-new"]);
+}
