@@ -61,8 +61,9 @@ pub struct ProviderConfig {
     /// Models it serves: exact names or trailing-`*` prefixes.
     pub models: Vec<Pattern>,
     /// Whether `models` was written in the Provider spec (`true`) or is its type's default
-    /// (`false`). Model listings answer from an explicit list and ask the upstream otherwise.
-    /// Configs written before this field existed read as `false`.
+    /// (`false`). (Model listings ask the upstream for lists of patterns only, written or
+    /// default, and answer lists with exact names from the list.) Configs written before this
+    /// field existed read as `false`.
     #[serde(default)]
     pub models_explicit: bool,
     /// Its keys, highest priority first.

@@ -312,3 +312,28 @@ async fn concurrent_misses_share_one_fetch_and_entries_expire() {
     assert_eq!(ids(&h).await.len(), 9);
     assert_eq!((count(&openai), count(&anthropic)), (2, 2), "an expired entry is fetched again");
 }
+
+#[tokio::test]
+async fn a_list_of_patterns_only_is_answered_from_the_upstreams_listing() {
+    // An openai-compatible server (vLLM, Ollama…) configured to serve whatever it has: the
+    // listing is its own, filtered by the patterns; without asking, nothing could be listed.
+    let listing = r#"{"object":"list","data":[{"id":"llama-3.1-8b","object":"model","created":1,"owned_by":"vllm"},
+      {"id":"mistral-7b","object":"model","created":2,"owned_by":"vllm"}]}"#;
+    let compat = lister(listing, 200, Duration::ZERO).await;
+    let yaml = common::upstream_provider(&compat.base_url(), PROVIDER_KEY, r#"["llama-*"]"#, "")
+        + &common::identity_with("{}", "");
+    let h = Harness::start(&yaml).await;
+    assert_eq!(ids(&h).await, ["llama-3.1-8b"]);
+    assert_eq!(get(&h, "/v1/models/llama-3.1-8b").await.status(), 200);
+    assert_eq!(get(&h, "/v1/models/mistral-7b").await.status(), 404, "outside the Provider's patterns");
+    let seen = compat.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].path, "/v1/models");
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+
+    // `["*"]`: everything the server lists.
+    let everything = lister(listing, 200, Duration::ZERO).await;
+    let yaml = common::upstream_provider(&everything.base_url(), PROVIDER_KEY, r#"["*"]"#, "")
+        + &common::identity_with("{}", "");
+    let h = Harness::start(&yaml).await;
+    assert_eq!(ids(&h).await, ["llama-3.1-8b", "mistral-7b"]);
+}

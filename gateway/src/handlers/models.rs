@@ -4,12 +4,14 @@
 //! The Providers consulted are the caller's Service's, minus those its Policies' provider
 //! allowlists exclude. Each answers in one of three ways:
 //!
-//! - **An explicit `models` list** (written in the Provider spec; always so for `azure` and
-//!   `openai-compatible`): its exact names, without asking the upstream. Patterns ending in `*`
-//!   name no model and are not listed. Azure is always answered this way: clients call
-//!   deployments, which are what the list names, and Azure's own model listing is per resource,
-//!   not per deployment.
-//! - **The type's default patterns** (`openai`, `anthropic` without `models`): the upstream's
+//! - **An explicit `models` list with exact names** (written in the Provider spec; always so for
+//!   `azure` and `openai-compatible`): its exact names, without asking the upstream. Patterns
+//!   ending in `*` name no model and are not listed. Azure is always answered this way: clients
+//!   call deployments, which are what the list names, and Azure's own model listing is per
+//!   resource, not per deployment.
+//! - **Patterns only** — the type's defaults (`openai`, `anthropic` without `models`) or a list
+//!   of nothing but patterns (`["*"]`, `["llama-*"]`) on an `openai`, `anthropic` or
+//!   `openai-compatible` Provider, which would otherwise list nothing: the upstream's
 //!   listing (`{base}/models`, or Anthropic's `{base}/v1/models` with `x-api-key` and
 //!   `anthropic-version`), fetched with the Provider's first key, concurrently for all
 //!   Providers, under `Settings::list_timeout`, and cached as `models_cache` describes. A
@@ -179,8 +181,12 @@ async fn sources<'a>(ctx: &Context<'a>, only: Option<&str>) -> Vec<(&'a Provider
 
 async fn source(ctx: &Context<'_>, provider: &ProviderEntry) -> Source {
     let config = &provider.config;
-    let asks_upstream =
-        !config.models_explicit && matches!(provider.kind(), ProviderType::Openai | ProviderType::Anthropic);
+    let patterns_only = !config.models.is_empty() && config.models.iter().all(|p| p.parts().1);
+    let asks_upstream = patterns_only
+        && match provider.kind() {
+            ProviderType::Openai | ProviderType::Anthropic | ProviderType::OpenaiCompatible => true,
+            ProviderType::Azure | ProviderType::Mock => false,
+        };
     match &provider.models_url {
         Some(uri) if asks_upstream => {
             let key = if provider.keys.is_empty() { None } else { Some(0) };
