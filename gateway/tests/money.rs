@@ -415,3 +415,28 @@ async fn reservations_keep_a_burst_from_overshooting() {
     assert!((9..=11).contains(&served), "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn a_request_refused_by_one_budget_holds_no_reservation_in_another() {
+    let up = chat_upstream().await;
+    // Budget `aaa` (Alert, checked first) and `cap` (Block, $0.01 a day) both count the Service.
+    let alert = r#"
+---
+apiVersion: uprox.dev/v1alpha1
+kind: Budget
+metadata: {name: aaa, namespace: team}
+spec: {services: [app], monthlyUSD: "100", action: Alert}
+"#;
+    let h = Harness::start(&(manifests(&up.base_url(), &budget(r#"dailyUSD: "0.01""#)) + alert)).await;
+    for _ in 0..2 {
+        let r = h.chat(CHAT).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_spent(&h, 2 * CHAT_COST).await;
+    assert_eq!(h.chat(CHAT).await.status(), 402);
+    let snapshot = h.gateway.snapshot().unwrap();
+    let reserved: Vec<(String, u128)> =
+        snapshot.budgets.iter().map(|b| (b.config.id.name.clone(), b.meter.reserved())).collect();
+    assert_eq!(reserved, [("aaa".to_owned(), 0), ("cap".to_owned(), 0)], "nothing left reserved");
+}

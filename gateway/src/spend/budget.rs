@@ -8,6 +8,10 @@
 //! with an `x-uprox-budget-warning` header saying so.
 //!
 //! The check reads atomics only: for each Budget of the Service, the meters of its Services.
+//! [`admit`] also reserves the request's estimate in each Budget; a `Block` Budget reserves only
+//! while what is spent and reserved stays below its ceilings, decided by one compare-and-swap
+//! with the other requests' reservations, so two requests cannot both take a Budget's last
+//! dollar.
 
 use std::sync::Arc;
 
@@ -93,16 +97,23 @@ fn usd_micro(micro: u64) -> String {
     Cost::from_pico_usd(u128::from(micro) * PICO_PER_MICRO).usd()
 }
 
-/// Checks every Budget of Service `service` at `now` (Unix seconds). `Ok(Some(_))` is a warning
-/// to send with the answer.
+/// Checks every Budget of Service `service` at `now` (Unix seconds) without reserving.
+/// `Ok(Some(_))` is a warning to send with the answer.
 pub fn check(snapshot: &Snapshot, service: usize, now: i64) -> Result<Option<HeaderValue>, Box<Exceeded>> {
+    admit(snapshot, service, now, 0)
+}
+
+/// Checks every Budget of Service `service` at `now` (Unix seconds) and reserves `pico` in each
+/// (see the module documentation). `Err` when a `Block` Budget is spent, with nothing reserved;
+/// `Ok(Some(_))` is a warning to send with the answer.
+pub fn admit(snapshot: &Snapshot, service: usize, now: i64, pico: u64) -> Result<Option<HeaderValue>, Box<Exceeded>> {
     let Some(entry) = snapshot.services.get(service) else { return Ok(None) };
     if entry.budgets.is_empty() {
         return Ok(None);
     }
     let at = Windows::at(now);
     let mut warning = None;
-    for &b in entry.budgets.iter() {
+    for (n, &b) in entry.budgets.iter().enumerate() {
         let budget = &snapshot.budgets[b];
         let (mut day, mut month) = (0u128, 0u128);
         for &s in budget.services.iter() {
@@ -110,7 +121,20 @@ pub fn check(snapshot: &Snapshot, service: usize, now: i64) -> Result<Option<Hea
             day += d;
             month += m;
         }
-        let reserved = budget.meter.reserved();
+        let below = |limit: Option<u64>, spent: u128| limit.is_none_or(|l| spent < u128::from(l) * PICO_PER_MICRO);
+        let mut reserved = 0;
+        let admitted = budget.meter.try_reserve(pico, |others| {
+            reserved = others;
+            !budget.config.block
+                || (below(budget.config.daily_micro_usd, day + others)
+                    && below(budget.config.monthly_micro_usd, month + others))
+        });
+        if !admitted {
+            // Refused: nothing stays reserved (this Budget's was not taken).
+            for &earlier in &entry.budgets[..n] {
+                snapshot.budgets[earlier].meter.release(pico);
+            }
+        }
         for (window, spent, limit, resets_at) in [
             (Window::Daily, day + reserved, budget.config.daily_micro_usd, at.day_resets_at()),
             (Window::Monthly, month + reserved, budget.config.monthly_micro_usd, at.month_resets_at()),
@@ -125,7 +149,7 @@ pub fn check(snapshot: &Snapshot, service: usize, now: i64) -> Result<Option<Hea
                     limit_micro: limit,
                     resets_at,
                 };
-                if budget.config.block {
+                if !admitted {
                     return Err(Box::new(exceeded));
                 }
                 warning.get_or_insert_with(|| header(&exceeded.message(false)));

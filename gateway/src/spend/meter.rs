@@ -123,7 +123,6 @@ pub fn start(
     admission: Option<Admission>,
     now: i64,
 ) -> Result<(Meter, Option<HeaderValue>), GatewayError> {
-    let warning = budget::check(snapshot, service, now).map_err(GatewayError::BudgetExceeded)?;
     let provider = &snapshot.providers[request.route.provider];
     let price = provider.price(request.model);
     let prompt_estimate = request.body_len as u64 / BYTES_PER_TOKEN;
@@ -136,12 +135,10 @@ pub fn start(
             _ => request.max_output.unwrap_or(DEFAULT_OUTPUT_ESTIMATE),
         };
         let estimate = cost(price.as_ref(), &Usage { input: prompt_estimate, output, ..Usage::default() });
-        let pico = u64::try_from(estimate.pico_usd).unwrap_or(u64::MAX);
-        for &b in budgets.iter() {
-            snapshot.budgets[b].meter.reserve(pico);
-        }
-        pico
+        u64::try_from(estimate.pico_usd).unwrap_or(u64::MAX)
     };
+    // Reserved in every Budget, or refused with nothing reserved.
+    let warning = budget::admit(snapshot, service, now, reserved).map_err(GatewayError::BudgetExceeded)?;
     let meter = Meter {
         snapshot: snapshot.clone(),
         service,

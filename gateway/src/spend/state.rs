@@ -251,9 +251,15 @@ impl BudgetMeter {
         u128::from(self.reserved_pico.load(Ordering::Relaxed))
     }
 
-    /// Reserves `pico` for a request in flight.
-    pub fn reserve(&self, pico: u64) {
-        self.reserved_pico.fetch_add(pico, Ordering::Relaxed);
+    /// Reserves `pico` for a request in flight when `fits(reserved so far)` holds, in one
+    /// compare-and-swap with other reservations (`fits` may be called again if one came
+    /// between); whether it did.
+    pub fn try_reserve(&self, pico: u64, mut fits: impl FnMut(u128) -> bool) -> bool {
+        self.reserved_pico
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                fits(u128::from(now)).then(|| now.saturating_add(pico))
+            })
+            .is_ok()
     }
 
     /// Releases a reservation made with [`reserve`](Self::reserve).
@@ -467,9 +473,24 @@ mod tests {
     #[test]
     fn reservations_never_go_negative() {
         let budget = BudgetMeter::default();
-        budget.reserve(10);
+        assert!(budget.try_reserve(10, |_| true));
         budget.release(25);
         assert_eq!(budget.reserved(), 0);
+    }
+
+    #[test]
+    fn concurrent_reservations_never_overshoot_the_condition() {
+        // Four threads race to reserve 1 while fewer than 1,000 are reserved: exactly 1,000
+        // succeed (a check followed by an add would let several pass the last check).
+        let budget = BudgetMeter::default();
+        let admitted: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..2_000).filter(|_| budget.try_reserve(1, |reserved| reserved < 1_000)).count()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!((admitted, budget.reserved()), (1_000, 1_000));
+        assert!(!budget.try_reserve(1, |reserved| reserved < 1_000));
     }
 
     fn spend_delta(service: &str, pico: u128) -> Delta {
