@@ -6,7 +6,9 @@ wire format of the real API. Like the real one it refuses a request without the 
 `x-api-key`, without `anthropic-version`, or carrying an `Authorization` header, with an
 Anthropic-shaped error. The model `claude-limited` is always rate limited (429, `retry-after`).
 
-The reply text is deterministic: "Echo: " and the last user message's text.
+The reply text is deterministic: "Echo: " and the last user message's text — or, when the
+request asks for structured output (`output_config.format` of type `json_schema`), a JSON object
+following the schema: every property, strings holding that echo, numbers 42, booleans true.
 """
 
 from __future__ import annotations
@@ -40,7 +42,27 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 
 def reply_text(body: dict[str, Any]) -> str:
-    return f"Echo: {last_user_text(body)}"
+    echo = f"Echo: {last_user_text(body)}"
+    fmt = (body.get("output_config") or {}).get("format") or {}
+    if fmt.get("type") == "json_schema":
+        return json.dumps(sample_of(fmt["schema"], echo))
+    return echo
+
+
+def sample_of(schema: dict[str, Any], text: str) -> Any:
+    """A value following `schema` (the subset structured outputs use)."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        return {name: sample_of(sub, text) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [sample_of(schema.get("items") or {"type": "string"}, text)]
+    if kind == "integer" or kind == "number":
+        return 42
+    if kind == "boolean":
+        return True
+    return text
 
 
 def count_tokens(body: dict[str, Any]) -> int:

@@ -14,6 +14,7 @@ import json
 from typing import Iterator
 
 import openai
+import pydantic
 import pytest
 from openai import AzureOpenAI, OpenAI
 
@@ -265,11 +266,7 @@ def test_function_call_round_trip_through_anthropic(client: OpenAI, fake: FakeAn
     [
         pytest.param({"previous_response_id": "resp_1"}, "previous_response_id", id="previous_response_id"),
         pytest.param({"tools": [{"type": "web_search"}]}, "tools", id="built-in-tool"),
-        pytest.param(
-            {"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}},
-            "text.format",
-            id="json_schema",
-        ),
+        pytest.param({"text": {"format": {"type": "json_object"}}}, "text.format", id="json_object"),
         pytest.param({"reasoning": {"effort": "high"}}, "reasoning", id="reasoning"),
     ],
 )
@@ -283,3 +280,29 @@ def test_what_anthropic_cannot_do_is_a_bad_request_naming_the_parameter(
     assert info.value.body["param"] == param
     assert info.value.body["type"] == "invalid_request_error"
     assert len(fake.requests()) == before, "refused before any upstream call"
+
+
+class Colours(pydantic.BaseModel):
+    answer: str
+    count: int
+    primary: bool
+
+
+def test_structured_output_through_anthropic(client: OpenAI, fake: FakeAnthropic) -> None:
+    """The SDK's parse helpers send a JSON schema; Anthropic gets it as `output_config` and the
+    JSON text it answers is parsed by the SDK, for the Responses API and chat completions."""
+    response = client.responses.parse(model=CLAUDE, input=INPUT, text_format=Colours)
+    assert response.output_parsed == Colours(answer=f"Echo: {INPUT}", count=42, primary=True)
+    sent = json.loads(fake.requests()[-1].body)
+    schema = sent["output_config"]["format"]
+    assert schema["type"] == "json_schema"
+    assert schema["schema"]["required"] == ["answer", "count", "primary"]
+    assert "text" not in sent
+
+    completion = client.chat.completions.parse(
+        model=CLAUDE, messages=[{"role": "user", "content": INPUT}], response_format=Colours
+    )
+    assert completion.choices[0].message.parsed == Colours(answer=f"Echo: {INPUT}", count=42, primary=True)
+    sent = json.loads(fake.requests()[-1].body)
+    assert sent["output_config"]["format"]["schema"]["properties"]["count"]["type"] == "integer"
+    assert "response_format" not in sent

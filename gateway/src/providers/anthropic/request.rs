@@ -81,6 +81,9 @@ pub fn translate_request(openai_body: &[u8]) -> Result<Translated, GatewayError>
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
     translate_tools(&req, &mut out)?;
+    if let Some(config) = output_config(&req)? {
+        out.insert("output_config".into(), config);
+    }
 
     let body = serde_json::to_vec(&Value::Object(out))
         .map_err(|e| invalid(format!("The request could not be translated: {e}")))?;
@@ -135,23 +138,33 @@ fn refuse_unsupported(req: &Map<String, Value>) -> Result<(), GatewayError> {
             return Err(unsupported("modalities", "other than [\"text\"] are not supported"));
         }
     }
-    if let Some(format) = set(req, "response_format") {
-        match format.get("type").and_then(Value::as_str) {
-            Some("text") => {}
-            Some(kind @ ("json_object" | "json_schema")) => {
-                return Err(invalid(format!(
-                    "`response_format` of type `{kind}` is not supported for Anthropic models through uprox yet"
-                )));
-            }
-            _ => {
-                return Err(unsupported(
-                    "response_format",
-                    "must be `{\"type\": \"text\"}`; other types are not supported",
-                ));
-            }
-        }
-    }
     Ok(())
+}
+
+/// `response_format` as Anthropic's `output_config` (structured outputs): a `json_schema` becomes
+/// `{"format": {"type": "json_schema", "schema": …}}` and the answer's text is JSON following
+/// it; `text` needs nothing. `json_object` (JSON of any shape) has no Anthropic equivalent.
+fn output_config(req: &Map<String, Value>) -> Result<Option<Value>, GatewayError> {
+    let Some(format) = set(req, "response_format") else { return Ok(None) };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_schema") => {
+            let schema = format.get("json_schema").and_then(|s| s.get("schema")).filter(|s| s.is_object());
+            let schema =
+                schema.ok_or_else(|| invalid("`response_format.json_schema.schema` must be a JSON Schema object"))?;
+            Ok(Some(schema_output(schema)))
+        }
+        Some("json_object") => Err(unsupported(
+            "response_format",
+            "of type `json_object` is not supported (Anthropic has no JSON mode without a schema: use `json_schema`)",
+        )),
+        _ => Err(unsupported("response_format", "must be of type `text` or `json_schema`")),
+    }
+}
+
+/// Anthropic's `output_config` asking the answer to follow `schema`.
+pub(super) fn schema_output(schema: &Value) -> Value {
+    json!({"format": {"type": "json_schema", "schema": schema}})
 }
 
 fn max_tokens(req: &Map<String, Value>) -> Result<u64, GatewayError> {
@@ -304,14 +317,22 @@ mod tests {
     }
 
     #[test]
-    fn json_response_formats_are_refused_clearly() {
-        for kind in ["json_object", "json_schema"] {
-            let body = with("response_format", json!({"type": kind, "json_schema": {"name": "x", "schema": {}}}));
-            refused(body.clone(), "`response_format`");
-            let message = translate(body).unwrap_err().to_string();
-            assert!(message.contains("not supported for Anthropic models through uprox yet"), "{message}");
-            assert!(message.contains(kind), "{message}");
-        }
+    fn a_json_schema_becomes_anthropic_structured_output() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
+        let format = json!({"type": "json_schema", "json_schema": {"name": "place", "strict": true, "schema": schema}});
+        let out = translate(with("response_format", format)).unwrap();
+        assert_eq!(out["output_config"], json!({"format": {"type": "json_schema", "schema": schema}}));
+        assert!(out.get("response_format").is_none());
+        assert!(translate(with("response_format", json!({"type": "text"}))).unwrap().get("output_config").is_none());
+    }
+
+    #[test]
+    fn other_response_formats_are_refused_clearly() {
+        let message = translate(with("response_format", json!({"type": "json_object"}))).unwrap_err().to_string();
+        assert!(message.contains("`response_format`") && message.contains("json_object"), "{message}");
+        assert!(message.contains("use `json_schema`"), "{message}");
+        refused(with("response_format", json!({"type": "json_schema", "json_schema": {"name": "x"}})), "schema");
+        refused(with("response_format", json!({"type": "xml"})), "`response_format`");
     }
 
     #[test]

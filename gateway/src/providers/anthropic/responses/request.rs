@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use super::Translated;
 use crate::error::GatewayError;
 use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
-use crate::providers::anthropic::request::temperature;
+use crate::providers::anthropic::request::{schema_output, temperature};
 use crate::providers::anthropic::tools::{disable_parallel_tool_use, function_tool, tool_choice_mode};
 use crate::providers::anthropic::turns::{self, Turns};
 use crate::providers::responses::echo_of;
@@ -98,6 +98,9 @@ pub fn translate_request(body: &[u8]) -> Result<Translated, GatewayError> {
         }
     }
     translate_tools(&req, &mut out)?;
+    if let Some(config) = output_config(&req)? {
+        out.insert("output_config".into(), config);
+    }
 
     let body = serde_json::to_vec(&Value::Object(out))
         .map_err(|e| GatewayError::InvalidRequest(format!("The request could not be translated: {e}")))?;
@@ -136,22 +139,35 @@ fn refuse_unsupported(req: &Map<String, Value>) -> Result<(), GatewayError> {
             return Err(unsupported("reasoning", "is not supported"));
         }
     }
-    if let Some(text) = set(req, "text") {
-        match text.get("format").filter(|f| !f.is_null()).map(|f| f.get("type").and_then(Value::as_str)) {
-            None | Some(Some("text")) => {}
-            Some(Some(kind @ ("json_object" | "json_schema"))) => {
-                return Err(invalid(
-                    "text.format",
-                    format!("`text.format` of type `{kind}` is not supported for Anthropic models through uprox yet"),
-                ));
-            }
-            Some(_) => return Err(unsupported("text.format", "must be `{\"type\": \"text\"}`")),
-        }
-        if text.get("verbosity").filter(|v| !v.is_null()).is_some_and(|v| v != "medium") {
-            return Err(unsupported("text.verbosity", "other than `medium` is not supported"));
-        }
+    if let Some(text) = set(req, "text")
+        && text.get("verbosity").filter(|v| !v.is_null()).is_some_and(|v| v != "medium")
+    {
+        return Err(unsupported("text.verbosity", "other than `medium` is not supported"));
     }
     Ok(())
+}
+
+/// `text.format` as Anthropic's `output_config` (structured outputs), as for chat completions'
+/// `response_format`: a `json_schema` (its `schema` beside `type` here) is followed by the
+/// answer's text; `json_object` has no Anthropic equivalent.
+fn output_config(req: &Map<String, Value>) -> Result<Option<Value>, GatewayError> {
+    let Some(format) = set(req, "text").and_then(|t| t.get("format")).filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_schema") => {
+            let schema = format.get("schema").filter(|s| s.is_object());
+            let schema =
+                schema.ok_or_else(|| invalid("text.format", "`text.format.schema` must be a JSON Schema object"))?;
+            Ok(Some(schema_output(schema)))
+        }
+        Some("json_object") => Err(unsupported(
+            "text.format",
+            "of type `json_object` is not supported (Anthropic has no JSON mode without a schema: use `json_schema`)",
+        )),
+        _ => Err(unsupported("text.format", "must be of type `text` or `json_schema`")),
+    }
 }
 
 /// `input` → Anthropic `messages`; system and developer text goes to `system`.
@@ -398,11 +414,7 @@ mod tests {
         refused(with("reasoning", json!({"summary": "auto"})), "reasoning", "`reasoning`");
         refused(with("top_logprobs", json!(2)), "top_logprobs", "`top_logprobs`");
         refused(with("truncation", json!("auto")), "truncation", "`truncation`");
-        refused(
-            with("text", json!({"format": {"type": "json_schema", "name": "x", "schema": {}}})),
-            "text.format",
-            "json_schema",
-        );
+        refused(with("text", json!({"format": {"type": "json_schema", "name": "x"}})), "text.format", "schema");
         refused(with("text", json!({"format": {"type": "json_object"}})), "text.format", "json_object");
         refused(with("text", json!({"verbosity": "low"})), "text.verbosity", "`text.verbosity`");
         refused(with("tools", json!([{"type": "web_search"}])), "tools", "`tools[0].type` `web_search`");
@@ -411,6 +423,15 @@ mod tests {
         refused(with("tool_choice", json!("sometimes")), "tool_choice", "sometimes");
         refused(with("temperature", json!(1.5)), "temperature", "between 0 and 1");
         refused(with("max_output_tokens", json!(0)), "max_output_tokens", "positive");
+    }
+
+    #[test]
+    fn a_json_schema_text_format_becomes_anthropic_structured_output() {
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": false});
+        let format = json!({"format": {"type": "json_schema", "name": "count", "strict": true, "schema": schema}});
+        let out = translate(with("text", format)).unwrap();
+        assert_eq!(out["output_config"], json!({"format": {"type": "json_schema", "schema": schema}}));
+        assert!(out.get("text").is_none());
     }
 
     #[test]
