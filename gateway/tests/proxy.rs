@@ -239,8 +239,9 @@ async fn client_request_ids_are_echoed() {
 #[tokio::test]
 async fn models_lists_exact_names_and_upstream_listings_within_the_allowlist() {
     let upstream = Upstream::openai_like().await;
-    // The openai-compatible provider's explicit list (gpt-*, slow-*) names no exact model and is
-    // not asked upstream; the mock provider contributes mock-1/mock-2 itself.
+    // The openai-compatible provider's list (gpt-*, slow-*) has patterns only, so its upstream
+    // is asked — this one cannot list (404) and is skipped; the mock provider contributes
+    // mock-1/mock-2 itself.
     let h = Harness::start(&manifests(&upstream.base_url())).await;
     let r = h.client.get(h.url("/v1/models")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -248,7 +249,9 @@ async fn models_lists_exact_names_and_upstream_listings_within_the_allowlist() {
     assert_eq!(v["object"], "list");
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["mock-1", "mock-2"]);
-    assert!(upstream.seen.lock().unwrap().is_empty(), "an explicit list is answered without the upstream");
+    let asked: Vec<String> = upstream.seen.lock().unwrap().iter().map(|s| format!("{} {}", s.method, s.path)).collect();
+    assert_eq!(asked, ["GET /v1/models"]);
+    assert_eq!(h.gateway.models.list_failures(), 1);
 }
 
 #[tokio::test]

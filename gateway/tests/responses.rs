@@ -359,7 +359,8 @@ async fn what_anthropic_cannot_honour_is_refused_by_name_and_upstream_errors_are
     for (extra, param) in [
         (json!({"previous_response_id": "resp_1"}), "previous_response_id"),
         (json!({"tools": [{"type": "web_search"}]}), "tools"),
-        (json!({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}), "text.format"),
+        (json!({"text": {"format": {"type": "json_object"}}}), "text.format"),
+        (json!({"text": {"format": {"type": "json_schema", "name": "x"}}}), "text.format"),
         (json!({"reasoning": {"effort": "high"}}), "reasoning"),
         (json!({"include": ["file_search_call.results"]}), "include"),
         (json!({"background": true}), "background"),

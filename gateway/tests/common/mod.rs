@@ -88,10 +88,20 @@ impl Upstream {
         Self { addr, seen }
     }
 
-    /// An upstream that answers like OpenAI through the mock provider.
+    /// An upstream that answers like OpenAI through the mock provider (POSTs; anything else is
+    /// a 404).
     pub async fn openai_like() -> Self {
         Self::start(Arc::new(|s: Seen| {
-            Box::pin(async move { uprox_gateway::providers::mock::respond(&s.body, None).unwrap() })
+            Box::pin(async move {
+                if s.method != http::Method::POST {
+                    return reply(
+                        404,
+                        "application/json",
+                        r#"{"error":{"message":"not here","type":"invalid_request_error"}}"#,
+                    );
+                }
+                uprox_gateway::providers::mock::respond(&s.body, None).unwrap()
+            })
         }))
         .await
     }
