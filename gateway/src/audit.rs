@@ -144,7 +144,8 @@ pub struct Notes {
     /// kept for sampled traces only.
     upstream_start_ns: AtomicU64,
     upstream_end_ns: AtomicU64,
-    /// Where failed upstream attempts that failover moved on from are counted.
+    /// Where the request is counted (failed upstream attempts that failover moved on from as
+    /// they happen, the request itself when it is done); `None` only in notes made by `Default`.
     metrics: Option<&'static crate::metrics::Metrics>,
 }
 
@@ -266,8 +267,6 @@ pub struct Request {
     pub streamed: bool,
     /// What the request path learned.
     pub notes: Notes,
-    /// Where the request is counted.
-    pub metrics: &'static crate::metrics::Metrics,
     /// Where its spans go, when tracing is on.
     pub tracer: Option<&'static crate::trace::Tracer>,
 }
@@ -436,7 +435,9 @@ fn write(request: &Request, first_byte: Option<Duration>, completed: bool) {
         denial: notes.denial.get().copied().or_else(|| request.error.and_then(denial)),
         upstream_error: request.error.and_then(|e| upstream_class(e, request.status)).map(|class| (facts.key, class)),
     };
-    request.metrics.finished(&observation);
+    if let Some(metrics) = notes.metrics {
+        metrics.finished(&observation);
+    }
     if let (Some(tracer), Some(ids)) = (request.tracer, &notes.trace) {
         let window =
             match (notes.upstream_start_ns.load(Ordering::Relaxed), notes.upstream_end_ns.load(Ordering::Relaxed)) {

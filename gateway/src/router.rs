@@ -230,7 +230,6 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, client: O
         error: error.or((!response.status().is_success()).then_some("upstream_error")),
         streamed,
         notes,
-        metrics: gateway.metrics,
         tracer: gateway.tracer,
     };
     crate::audit::audited(request, response)
